@@ -1,0 +1,193 @@
+"""Django settings, built from the seed's JSON config file (see collator/local_config.py).
+
+Everything an operator sets lives in that file or in environment variables; this module
+only translates it. Nothing here holds business rules.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from collator.local_config import SET_ME, LocalConfigError, load_local_config, unset_values
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+COLLATOR = load_local_config()
+WORK_DIR: Path = COLLATOR.system.work_dir
+WORK_DIR.mkdir(parents=True, exist_ok=True)
+
+VERSION = "0.1.0"
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    # A stable per-installation key, kept in the work dir, so that the embedded default
+    # needs no setup and sessions survive restarts.
+    key_file = WORK_DIR / ".secret_key"
+    if not key_file.exists():
+        import secrets
+
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "members",
+    "metrics",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "collator.urls"
+WSGI_APPLICATION = "collator.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+# MySQL/MariaDB when the config's Mysql block names a host, SQLite in the work dir otherwise.
+if COLLATOR.mysql.enabled:
+    missing = unset_values(COLLATOR.mysql)
+    if missing:
+        raise LocalConfigError(f"Mysql.{', Mysql.'.join(missing)} is still {SET_ME}")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "HOST": COLLATOR.mysql.host,
+            "PORT": COLLATOR.mysql.port,
+            "USER": COLLATOR.mysql.user,
+            "PASSWORD": COLLATOR.mysql.password,
+            "NAME": COLLATOR.mysql.database,
+            "CONN_MAX_AGE": 600,
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": {
+                "charset": "utf8mb4",
+                # Every DATETIME holds UTC (data-model §2), whatever the server's zone is.
+                "init_command": "SET time_zone = '+00:00', sql_mode = 'STRICT_TRANS_TABLES'",
+            },
+            "TEST": {
+                # Each concurrent test run (CI, a developer, a benchmark) can pick its own.
+                "NAME": os.environ.get("COLLATOR_TEST_DB", "test_collator"),
+                "CHARSET": "utf8mb4",
+                "COLLATION": "utf8mb4_general_ci",
+            },
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": WORK_DIR / "collator.sqlite3",
+            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = WORK_DIR / "static"
+
+# --- Logging: one structured line per event ----------------------------------------------
+_LOG_LEVELS = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "fatal": "CRITICAL",
+}
+LOG_LEVEL = _LOG_LEVELS.get(COLLATOR.system.log_level.strip().lower(), "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- REST API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_ANON_THROTTLE_RATE", "6000/minute")},
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "IBP Collator API", "VERSION": VERSION, "SERVE_INCLUDE_SCHEMA": False}
+
+CORS_ALLOW_ALL_ORIGINS = True
+CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "origin", "x-requested-with"]
+CORS_ALLOW_METHODS = ["GET", "OPTIONS"]
+API_BILLING_REQUIRES_TOKEN = _env_bool("API_BILLING_REQUIRES_TOKEN", False)
+
+# --- Billing rules (DECISIONS 13) ---------------------------------------------------------
+SLA_CREDIT_POLICY = os.environ.get("SLA_CREDIT_POLICY", "below_threshold")
+# (uptime floor in percent, credit in percent of base), highest floor first.
+SLA_CREDIT_TIERS = [("99.99", "0"), ("99.9", "10"), ("99.0", "25"), ("0", "100")]
+
+# --- Celery -------------------------------------------------------------------------------
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = WORK_DIR / "celery-broker"
+    (_broker_dir / "out").mkdir(parents=True, exist_ok=True)
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "data_folder_processed": str(_broker_dir / "processed"),
+    }
+CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_IGNORE_RESULT = True

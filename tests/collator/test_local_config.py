@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collator.local_config import BUNDLED_CONFIG_URLS, LocalConfigError, load_local_config, parse_local_config
+
+
+def test_it_uses_the_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLLATOR_CONFIG", raising=False)
+    config = load_local_config()
+    assert config.source is None
+    assert config.mysql.enabled is False
+    assert config.system.config_urls["MembersConfig"] == BUNDLED_CONFIG_URLS["MembersConfig"]
+    assert config.system.config_reload_seconds == 3600
+    assert config.api.listen_port == "9000"
+
+
+def test_it_reads_keys_case_insensitively_and_ignores_unknown_blocks(tmp_path: Path) -> None:
+    raw = {
+        "system": {"workdir": "data", "configreloadtime": 600, "ConfigUrls": {"membersconfig": "https://x/m.json"}},
+        "NATS": {"nodeid": "COLLATOR-02", "url": "nats://a:4222, nats://b:4222"},
+        "Mysql": {"Host": "db", "Port": "3307", "User": "u", "Pass": "p", "DB": "ibp"},
+        "Maxmind": {"whatever": 1},
+    }
+    config = parse_local_config(raw, source=tmp_path / "ibpcollator.json")
+    assert config.system.work_dir == (tmp_path / "data").resolve()
+    assert config.system.config_reload_seconds == 600
+    assert config.system.config_urls["MembersConfig"] == "https://x/m.json"
+    assert config.nats.node_id == "COLLATOR-02"
+    assert config.nats.urls == ("nats://a:4222", "nats://b:4222")
+    assert (config.mysql.host, config.mysql.port, config.mysql.database) == ("db", "3307", "ibp")
+
+
+def test_it_lets_the_environment_override_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLATOR_MYSQL_PASS", "from-env")
+    monkeypatch.setenv("COLLATOR_NATS_PASS", "nats-env")
+    config = parse_local_config({"Mysql": {"Host": "db", "Pass": "from-file"}}, source=None)
+    assert config.mysql.password == "from-env"
+    assert config.nats.password == "nats-env"
+
+
+def test_it_rejects_a_numeric_mysql_port_with_the_field_name() -> None:
+    with pytest.raises(LocalConfigError, match=r"Mysql\.Port: expected a string"):
+        parse_local_config({"Mysql": {"Host": "db", "Port": 3306}}, source=None)
+
+
+def test_it_falls_back_to_the_default_reload_period_for_zero() -> None:
+    """REF crashes on ConfigReloadTime 0 (bug B19); we use the default instead."""
+    config = parse_local_config({"System": {"ConfigReloadTime": 0}}, source=None)
+    assert config.system.config_reload_seconds == 3600
+
+
+def test_it_names_the_file_when_the_json_is_broken(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"System": {"WorkDir": "x",}}')
+    with pytest.raises(LocalConfigError, match=r"broken\.json: invalid JSON at line 1"):
+        load_local_config(path)
+
+
+def test_it_ships_an_example_config_that_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "ibpcollator.example.json"
+    config = parse_local_config(json.loads(example.read_text()), source=example)
+    assert config.nats.node_id
+    assert config.mysql.enabled
