@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "collator",  # management commands (sync_schedule)
     "members",
     "metrics",
     "billing",
@@ -190,4 +191,6 @@ CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Imported by beat and workers at start-up: connects beat_init to the code-owned schedule sync.
+CELERY_IMPORTS = ("collator.schedule",)
 CELERY_TASK_IGNORE_RESULT = True
