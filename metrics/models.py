@@ -148,3 +148,6 @@ class ClusterNode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id} ({self.node_role})"
+
+
+from metrics.matrix_models import MatrixSession, TelemetrySnapshot  # noqa: E402, F401  (models live there)
