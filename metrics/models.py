@@ -151,3 +151,4 @@ class ClusterNode(models.Model):
 
 
 from metrics.matrix_models import MatrixSession, TelemetrySnapshot  # noqa: E402, F401  (models live there)
+from metrics.rollup_models import RequestDaily, RequestDailyAsn, RequestDailyCountry, RequestDailyDomain, RequestDailyMember  # noqa: E402, F401, I001  (rollups live there)
