@@ -151,4 +151,10 @@ class ClusterNode(models.Model):
 
 
 from metrics.matrix_models import MatrixSession, TelemetrySnapshot  # noqa: E402, F401  (models live there)
-from metrics.rollup_models import RequestDaily, RequestDailyAsn, RequestDailyCountry, RequestDailyDomain, RequestDailyMember  # noqa: E402, F401, I001  (rollups live there)
+from metrics.rollup_models import (  # noqa: E402, F401  (rollups live there)
+    RequestDaily,
+    RequestDailyAsn,
+    RequestDailyCountry,
+    RequestDailyDomain,
+    RequestDailyMember,
+)
