@@ -178,6 +178,10 @@ class _Reader:
         raise ConfigFileError(self.file_key, message, field_path=field_path, source=self.source)
 
     def get(self, key: str) -> Any:
+        # An exact match first: map keys (member, service, region, provider names) are
+        # case-sensitive in Go, so `AMFORC` and `Amforc` are two entries, never one read twice.
+        if key in self.value:
+            return self.value[key]
         wanted = key.lower()
         for candidate, value in self.value.items():
             if candidate.lower() == wanted:
