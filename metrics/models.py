@@ -158,3 +158,63 @@ from metrics.rollup_models import (  # noqa: E402, F401  (rollups live there)
     RequestDailyDomain,
     RequestDailyMember,
 )
+
+
+class _EventIdentityFields(models.Model):
+    """The six columns that name an outage's check (nats-protocol §8.3 step 1)."""
+
+    check_type = models.CharField(max_length=24, default="")
+    check_name = models.CharField(max_length=64, default="")
+    endpoint = models.CharField(max_length=256, default="")
+    member_name = models.CharField(max_length=128, default="")
+    domain_name = models.CharField(max_length=128, default="")
+    is_ipv6 = models.SmallIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class FinalizeApplied(models.Model):
+    """Finalize decisions already applied, keyed by (proposal ID, status).
+
+    Up to one finalize per monitor arrives for each decision (nats-protocol §7); the first
+    is applied and the others are recognised here. Rows older than a day are pruned; the
+    outage rows themselves make a later straggler harmless (DECISIONS 1).
+    """
+
+    proposal_id = models.CharField(max_length=128)
+    proposed_status = models.BooleanField()
+    outcome = models.CharField(max_length=24)
+    event_id = models.PositiveIntegerField(null=True, blank=True, help_text="The member_events row it touched")
+    decided_at = models.DateTimeField()
+    applied_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "metrics_finalize_applied"
+        constraints = [
+            models.UniqueConstraint(fields=["proposal_id", "proposed_status"], name="uniq_finalize_applied"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.proposal_id} {'online' if self.proposed_status else 'offline'} {self.outcome}"
+
+
+class PendingRecovery(_EventIdentityFields):
+    """An online finalize that closed nothing, kept so that a crossed offline can still be
+    recorded as the closed outage it was (DECISIONS 1)."""
+
+    decided_at = models.DateTimeField()
+    proposal_id = models.CharField(max_length=128, default="")
+    remembered_at = models.DateTimeField(db_index=True, help_text="By our clock; kept for at least an hour")
+
+    class Meta:
+        db_table = "metrics_pending_recovery"
+        indexes = [
+            models.Index(
+                fields=["member_name", "check_type", "check_name", "domain_name", "endpoint", "is_ipv6"],
+                name="pending_recovery_identity_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_name} {self.check_type}/{self.check_name} online at {self.decided_at}"
