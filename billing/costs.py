@@ -9,8 +9,10 @@ silently (bugs B5, B6, B15).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 
+from billing.money import money_round, money_sum
 from members.config_files import MemberConfig, NetworkConfig, RegionPricing, ServiceConfig
 
 
@@ -83,3 +85,70 @@ def member_costs(*, config: NetworkConfig, member: MemberConfig) -> MemberCosts:
 def network_costs(*, config: NetworkConfig) -> list[MemberCosts]:
     """Costs of every member of the config, by member key (inactive members included, flagged)."""
     return [member_costs(config=config, member=config.members[key]) for key in sorted(config.members)]
+
+
+@dataclass(frozen=True)
+class CostSummaryService:
+    key: str
+    name: str
+    level_required: int
+    member_costs: tuple[tuple[str, Decimal], ...]  # (member key, rounded cost), by member key
+
+    @property
+    def total(self) -> Decimal:
+        return money_sum(cost for _, cost in self.member_costs)
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    """The daily "cost by service" document: base costs of the config in force, no SLA."""
+
+    day: date
+    config_snapshot_id: int | None
+    services: tuple[CostSummaryService, ...]
+    member_totals: tuple[tuple[str, Decimal], ...]  # active, priced members
+    inactive_members: tuple[str, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return money_sum(total for _, total in self.member_totals)
+
+
+def cost_summary_compute(*, config: NetworkConfig, day: date, config_snapshot_id: int | None = None) -> CostSummary:
+    """Per service, what each active member pays (rounded lines; totals are sums of lines).
+
+    Inactive members are listed by name with no costs, as in the overview (DECISIONS 10).
+    """
+    by_service: dict[str, list[tuple[str, Decimal]]] = {}
+    member_totals: list[tuple[str, Decimal]] = []
+    inactive: list[str] = []
+    problems: list[str] = []
+    for costs in network_costs(config=config):
+        if not costs.member.active:
+            inactive.append(costs.member.key)
+            continue
+        problems.extend(costs.problems)
+        if costs.price is None:
+            continue
+        rounded = [(line.service.key, money_round(line.cost)) for line in costs.services]
+        member_totals.append((costs.member.key, money_sum(cost for _, cost in rounded)))
+        for service_key, cost in rounded:
+            by_service.setdefault(service_key, []).append((costs.member.key, cost))
+    services = tuple(
+        CostSummaryService(
+            key=key,
+            name=config.services[key].name or key,
+            level_required=config.services[key].level_required,
+            member_costs=tuple(sorted(by_service[key])),
+        )
+        for key in sorted(by_service, key=lambda k: (config.services[k].level_required, k))
+    )
+    return CostSummary(
+        day=day,
+        config_snapshot_id=config_snapshot_id,
+        services=services,
+        member_totals=tuple(member_totals),
+        inactive_members=tuple(inactive),
+        problems=tuple(problems),
+    )

@@ -175,6 +175,11 @@ API_BILLING_REQUIRES_TOKEN = _env_bool("API_BILLING_REQUIRES_TOKEN", False)
 SLA_CREDIT_POLICY = os.environ.get("SLA_CREDIT_POLICY", "below_threshold")
 # (uptime floor in percent, credit in percent of base), highest floor first.
 SLA_CREDIT_TIERS = [("99.99", "0"), ("99.9", "10"), ("99.0", "25"), ("0", "100")]
+# The class that renders billing PDFs (billing/rendering.py BillingPdfRenderer). The default
+# writes no PDF and says so; the PDF documents issue provides the real one.
+BILLING_PDF_RENDERER = os.environ.get("BILLING_PDF_RENDERER", "billing.rendering.NoPdfRenderer")
+# A month's billing lock older than this is taken over (its holder died).
+BILLING_LOCK_TIMEOUT_SECONDS = int(os.environ.get("BILLING_LOCK_TIMEOUT_SECONDS", "3600"))
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")

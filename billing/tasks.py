@@ -1,0 +1,38 @@
+"""Celery tasks of billing: thin, idempotent and locked (the services take the month's lock).
+
+Scheduled by collator/schedule.py (UTC): the daily cost summary at 00:05, the previous
+month's statements on the 1st at 00:05. At worker start-up the previous month is generated
+if it has no statements yet (DECISIONS 17).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from billing.services import cost_summary_generate, statement_catch_up, statement_generate_previous_month
+
+
+@shared_task
+def statements_previous_month_task() -> dict[str, Any]:
+    result = statement_generate_previous_month()
+    return result.summary() if result else {"outcome": "locked"}
+
+
+@shared_task
+def cost_summary_daily_task() -> str:
+    return cost_summary_generate().json_path
+
+
+@shared_task
+def statements_catch_up_task() -> dict[str, Any]:
+    result = statement_catch_up()
+    return result.summary() if result else {"outcome": "nothing_to_do"}
+
+
+@worker_ready.connect
+def _catch_up_at_start(sender: Any = None, **kwargs: Any) -> None:
+    # Queued, not run inline, so that a slow month never delays the worker's readiness.
+    statements_catch_up_task.delay()
