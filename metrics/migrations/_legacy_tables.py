@@ -173,9 +173,56 @@ def _adopt_member_events(schema_editor: Any) -> None:
     logger.info("event=member_events_adopted check_types_converted=%d duplicate_open_rows_ended=%d", converted, ended)
 
 
+def _key_as_new(column: str) -> str:
+    """A key column as the new key will compare it: NULL is '' (0), and text is byte-wise.
+
+    The Go columns are utf8mb4_general_ci, so comparing them as they are would merge
+    `Turk` and `TURK`, which the new binary key keeps apart (DECISIONS 6).
+    """
+    if column == "date":
+        return "`date`"
+    if column == "is_ipv6":
+        return "COALESCE(`is_ipv6`, 0)"
+    return f"COALESCE(`{column}`, '') COLLATE utf8mb4_bin"
+
+
 def _adopt_requests(schema_editor: Any) -> None:
     schema_editor.execute(GO_REQUESTS_DDL)
     adopt.drop_index_if_exists(schema_editor, "requests", "uniq_traffic_dedupe")
+
+    # Rows that cannot take the new key are moved, never deleted, exactly as Go left them
+    # (NULLs included), before any value is normalised.
+    schema_editor.execute(
+        "CREATE TABLE IF NOT EXISTS `requests_adopt_rejects` ("
+        "`id` INT UNSIGNED NOT NULL PRIMARY KEY, `date` DATE NULL, `node_id` VARCHAR(64) NULL, "
+        "`domain_name` VARCHAR(128) NULL, `member_name` VARCHAR(128) NULL, `network_asn` VARCHAR(32) NULL, "
+        "`network_name` VARCHAR(96) NULL, `country_code` VARCHAR(2) NULL, `country_name` VARCHAR(64) NULL, "
+        "`is_ipv6` SMALLINT NULL, `hits` INT UNSIGNED NULL, `reason` VARCHAR(32) NOT NULL"
+        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    )
+    columns = _quoted(["id", *USAGE_KEY, "hits"])
+    # A re-run after a half-applied upgrade must not move a row twice.
+    not_moved = "`id` NOT IN (SELECT `id` FROM `requests_adopt_rejects`)"
+    without_date = adopt.execute(
+        schema_editor,
+        f"INSERT INTO `requests_adopt_rejects` ({columns}, `reason`) "
+        f"SELECT {columns}, 'no date' FROM `requests` WHERE `date` IS NULL AND {not_moved}",
+    )
+
+    # Rows that collide under the new key are Go's repeated inserts of one day total. The
+    # survivor of each key is the row with the most hits (day totals only grow during a
+    # day), the newest on a tie.
+    ranked = (
+        f"SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {', '.join(_key_as_new(c) for c in USAGE_KEY)} "
+        "ORDER BY COALESCE(`hits`, 0) DESC, `id` DESC) AS `rank_in_key` FROM `requests` WHERE `date` IS NOT NULL"
+    )
+    duplicated = adopt.execute(
+        schema_editor,
+        f"INSERT INTO `requests_adopt_rejects` ({columns}, `reason`) "
+        f"SELECT {columns}, 'duplicate key' FROM ({ranked}) ranked WHERE `rank_in_key` > 1 AND {not_moved}",
+    )
+    adopt.execute(schema_editor, "DELETE FROM `requests` WHERE `id` IN (SELECT `id` FROM `requests_adopt_rejects`)")
+
     for column in (
         "node_id",
         "domain_name",
@@ -188,40 +235,6 @@ def _adopt_requests(schema_editor: Any) -> None:
         adopt.execute(schema_editor, f"UPDATE `requests` SET `{column}` = '' WHERE `{column}` IS NULL")
     adopt.execute(schema_editor, "UPDATE `requests` SET `is_ipv6` = 0 WHERE `is_ipv6` IS NULL")
     adopt.execute(schema_editor, "UPDATE `requests` SET `hits` = 0 WHERE `hits` IS NULL")
-
-    # Rows that cannot take the new key are moved, never deleted.
-    schema_editor.execute(
-        "CREATE TABLE IF NOT EXISTS `requests_adopt_rejects` ("
-        "`id` INT UNSIGNED NOT NULL PRIMARY KEY, `date` DATE NULL, `node_id` VARCHAR(64) NULL, "
-        "`domain_name` VARCHAR(128) NULL, `member_name` VARCHAR(128) NULL, `network_asn` VARCHAR(32) NULL, "
-        "`network_name` VARCHAR(96) NULL, `country_code` VARCHAR(2) NULL, `country_name` VARCHAR(64) NULL, "
-        "`is_ipv6` SMALLINT NULL, `hits` INT UNSIGNED NULL, `reason` VARCHAR(32) NOT NULL"
-        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-    )
-    columns = _quoted(["id", *USAGE_KEY, "hits"])
-    without_date = adopt.execute(
-        schema_editor,
-        f"INSERT INTO `requests_adopt_rejects` ({columns}, `reason`) "
-        f"SELECT {columns}, 'no date' FROM `requests` WHERE `date` IS NULL",
-    )
-    adopt.execute(schema_editor, "DELETE FROM `requests` WHERE `date` IS NULL")
-
-    # The survivor of each colliding key is the row with the most hits (Go's day totals only
-    # grow during a day), the newest on a tie.
-    ranked = (
-        f"SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {_quoted(USAGE_KEY)} "
-        "ORDER BY `hits` DESC, `id` DESC) AS `rank_in_key` FROM `requests`"
-    )
-    duplicated = adopt.execute(
-        schema_editor,
-        f"INSERT INTO `requests_adopt_rejects` ({columns}, `reason`) "
-        f"SELECT {columns}, 'duplicate key' FROM ({ranked}) ranked WHERE `rank_in_key` > 1",
-    )
-    adopt.execute(
-        schema_editor,
-        "DELETE FROM `requests` WHERE `id` IN "
-        "(SELECT `id` FROM `requests_adopt_rejects` WHERE `reason` = 'duplicate key')",
-    )
 
     _modify(schema_editor, "requests", _USAGE_COLUMNS)
     schema_editor.execute("ALTER TABLE `requests` MODIFY `id` INT UNSIGNED NOT NULL AUTO_INCREMENT")
