@@ -199,3 +199,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Imported by beat and workers at start-up: connects beat_init to the code-owned schedule sync.
 CELERY_IMPORTS = ("collator.schedule",)
 CELERY_TASK_IGNORE_RESULT = True
+
+# --- Matrix alerts (metrics/alerts.py, nats-protocol §11) ----------------------------------
+# At most this many alerts go out one by one per window; the rest of the window is folded
+# into one summary message (so a burst gives at most LIMIT + 1 messages per window).
+MATRIX_ALERT_BURST_LIMIT = int(os.environ.get("MATRIX_ALERT_BURST_LIMIT", "10"))
+MATRIX_ALERT_BURST_WINDOW_SECONDS = float(os.environ.get("MATRIX_ALERT_BURST_WINDOW_SECONDS", "60"))
+# Alerts waiting for the homeserver; beyond this they are dropped, logged and counted.
+MATRIX_ALERT_QUEUE_SIZE = int(os.environ.get("MATRIX_ALERT_QUEUE_SIZE", "1000"))

@@ -1,0 +1,557 @@
+"""Outage alerts end to end: member_events rows in the real DB → the background sender →
+a real local HTTP homeserver (tests/fake_matrix.py).
+
+Each scenario runs on its own event loop (`asyncio.run`) as the listener would; rows are
+written and changed from other threads, as the listener's DB writers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.db import connections
+
+from collator.local_config import MatrixConfig
+from members.models import ConfigSnapshot
+from metrics import alerts
+from metrics.alert_messages import (
+    OutageFacts,
+    burst_summary_content,
+    mentions_for_member,
+    offline_content,
+    online_content,
+)
+from metrics.alerts import (
+    alert_mentions_from_config,
+    alert_outage_closed,
+    alert_outage_opened,
+    alerts_start,
+    alerts_stop,
+)
+from metrics.matrix import MatrixConfigError, RetryPolicy
+from metrics.models import MemberEvent
+from metrics.telemetry import REGISTRY
+from tests.fake_matrix import LOGIN, SEND, Delay, FakeMatrixServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T = TypeVar("T")
+ROOM = "!alerts:fake.local"
+FAST = RetryPolicy(backoff_initial=0.05, backoff_max=0.5, max_attempts=3, send_timeout=2.0, login_timeout=2.0)
+MENTIONS = {"amforc": ["@tugytur:matrix.org"], "stakeplus": ["@will:matrix.org", "@tom:matrix.org"]}
+T0 = datetime(2026, 3, 4, 9, 12, 45, tzinfo=UTC)
+
+
+@pytest.fixture
+def homeserver() -> Iterator[FakeMatrixServer]:
+    with FakeMatrixServer() as server:
+        yield server
+
+
+def matrix_config(server: FakeMatrixServer) -> MatrixConfig:
+    return MatrixConfig(homeserver_url=server.url, username="ibp-bot", password="s3cret", room_id=ROOM)
+
+
+async def start(server: FakeMatrixServer, **overrides: Any) -> alerts.AlertSender:
+    options: dict[str, Any] = {
+        "policy": FAST,
+        "burst_limit": 10,
+        "burst_window": 60.0,
+        "mentions_source": lambda: MENTIONS,
+    }
+    options.update(overrides)
+    sender = await alerts_start(config=matrix_config(server), **options)
+    assert sender is not None
+    return sender
+
+
+async def until(check: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.01)
+
+
+async def in_thread(func: Callable[[], T]) -> T:
+    """Run ORM code as the listener's writer threads do (own connection, closed after)."""
+
+    def call() -> T:
+        try:
+            return func()
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(call)
+
+
+def outage(
+    member: str = "Amforc", *, check_name: str = "wss", error: str | None = "Syncing or not enough peers", **kw: Any
+) -> MemberEvent:
+    fields: dict[str, Any] = {
+        "check_type": "3",
+        "check_name": check_name,
+        "endpoint": "wss://rpc.dotters.network/kusama",
+        "domain_name": "rpc.dotters.network",
+        "member_name": member,
+        "status": 0,
+        "is_ipv6": 0,
+        "start_time": T0,
+        "error": error,
+    }
+    fields.update(kw)
+    return MemberEvent.objects.create(**fields)
+
+
+def close(event_id: int) -> MemberEvent:
+    MemberEvent.objects.filter(pk=event_id).update(status=1, end_time=T0 + timedelta(minutes=7))
+    return MemberEvent.objects.get(pk=event_id)
+
+
+def sent_value(kind: str) -> float:
+    return REGISTRY.get_sample_value("collator_matrix_alerts_sent_total", {"kind": kind}) or 0.0
+
+
+def failed_value(kind: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("collator_matrix_alerts_failed_total", {"kind": kind, "reason": reason}) or 0.0
+
+
+# --- §11.4 content, exact ---------------------------------------------------------------------
+
+
+AMFORC = OutageFacts(
+    event_id=1,
+    member_name="Amforc",
+    check_type="endpoint",
+    check_name="wss",
+    domain_name="rpc.dotters.network",
+    endpoint="wss://rpc.dotters.network/kusama",
+    is_ipv6=False,
+    error="Syncing or not enough peers",
+)
+
+
+def test_it_writes_the_offline_body_of_the_spec_example_exactly() -> None:
+    content = offline_content(AMFORC, mentions=["@tugytur:matrix.org"])
+
+    assert content["body"] == (
+        "@tugytur:matrix.org\n⚠️  *OFFLINE*\n• Member: **Amforc**\n• Check:  endpoint / wss\n"
+        "• Domain: rpc.dotters.network\n• Endpoint: wss://rpc.dotters.network/kusama\n• IPv6:   false\n"
+        "• Error:  Syncing or not enough peers"
+    )
+    assert content["formatted_body"] == (
+        "@tugytur:matrix.org<br/>\u26a0\ufe0f  <strong>OFFLINE</strong><br/>• Member: <strong>Amforc</strong><br/>"
+        "• Check:  endpoint / wss<br/>• Domain: rpc.dotters.network<br/>"
+        "• Endpoint: wss://rpc.dotters.network/kusama<br/>• IPv6:   false<br/>• Error:  Syncing or not enough peers"
+    )
+    assert (content["msgtype"], content["format"]) == ("m.text", "org.matrix.custom.html")
+    assert list(content) == ["msgtype", "body", "format", "formatted_body"]
+
+
+def test_it_writes_the_online_formatted_body_of_the_spec_example_exactly() -> None:
+    content = online_content(AMFORC)
+
+    assert content["formatted_body"] == (
+        "✅  <strong>ONLINE</strong><br/>• Member: <strong>Amforc</strong><br/>• Check:  endpoint / wss<br/>"
+        "• Domain: rpc.dotters.network<br/>• Endpoint: wss://rpc.dotters.network/kusama<br/>• IPv6:   false"
+    )
+    assert content["body"] == (
+        "✅  *ONLINE*\n• Member: **Amforc**\n• Check:  endpoint / wss\n• Domain: rpc.dotters.network\n"
+        "• Endpoint: wss://rpc.dotters.network/kusama\n• IPv6:   false"
+    )
+
+
+def test_it_leaves_out_the_mentions_line_when_nobody_is_mentioned() -> None:
+    assert offline_content(AMFORC)["body"].startswith("⚠️  *OFFLINE*\n• Member: **Amforc**\n")
+
+
+@pytest.mark.parametrize(
+    ("member", "table", "expected"),
+    [
+        ("Amforc", {"Amforc": ["@exact:x"], "amforc": ["@lower:x"]}, ("@exact:x",)),
+        ("Amforc", {"amforc": ["@lower:x"]}, ("@lower:x",)),
+        ("Stake Plus", {"stakeplus": ["@will:x", "@will:x", "@tom:x"]}, ("@will:x", "@tom:x")),
+        ("Rotko Networks", {"rotko": ["@r:x"]}, ()),  # no rule maps a display name to a shorter slug
+        ("Gatotech", {}, ()),
+    ],
+)
+def test_it_finds_mentions_by_exact_name_then_lower_case_then_slug(
+    member: str, table: dict[str, list[str]], expected: tuple[str, ...]
+) -> None:
+    assert mentions_for_member(member, table) == expected
+
+
+def test_it_reads_mentions_from_the_applied_config_snapshot(ibp_config_dir: Path) -> None:
+    files = {
+        key: {"source": str(ibp_config_dir / name), "text": (ibp_config_dir / name).read_text()}
+        for key, name in {
+            "MembersConfig": "members_professional.json",
+            "ServicesConfig": "services_rpc.json",
+            "IaasPricingConfig": "services_rpc_iaaspricing.json",
+        }.items()
+    }
+    files["AlertsConfig"] = {
+        "source": "alerts.json",
+        "text": '{"matrix": {"room": "!x:y", "members": {"stakeplus": ["@will:matrix.org"]}}, "telegram": {}}',
+    }
+    ConfigSnapshot.objects.create(status="applied", files=files, fetched_at=T0, applied_at=T0)
+
+    table = alert_mentions_from_config()
+
+    assert dict(table) == {"stakeplus": ("@will:matrix.org",)}
+    assert mentions_for_member("Stake Plus", table) == ("@will:matrix.org",)
+
+
+# --- the sender, against the local homeserver --------------------------------------------------
+
+
+def test_it_sends_the_exact_offline_alert_with_html_escaped_values(homeserver: FakeMatrixServer) -> None:
+    row = outage(error="<b>&</b> not synced", domain_name="rpc.a&b.network")
+    sent_before = sent_value("offline")
+
+    async def scenario() -> None:
+        await start(homeserver)
+        assert alert_outage_opened(event=row) is True
+        await until(lambda: len(homeserver.sent()) == 1)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    (message,) = homeserver.sent()
+    assert message.room_id == ROOM
+    assert message.body == {
+        "msgtype": "m.text",
+        "body": "@tugytur:matrix.org\n⚠️  *OFFLINE*\n• Member: **Amforc**\n• Check:  endpoint / wss\n"
+        "• Domain: rpc.a&b.network\n• Endpoint: wss://rpc.dotters.network/kusama\n• IPv6:   false\n"
+        "• Error:  <b>&</b> not synced",
+        "format": "org.matrix.custom.html",
+        "formatted_body": "@tugytur:matrix.org<br/>⚠️  <strong>OFFLINE</strong><br/>• Member: <strong>Amforc</strong><br/>"
+        "• Check:  endpoint / wss<br/>• Domain: rpc.a&amp;b.network<br/>"
+        "• Endpoint: wss://rpc.dotters.network/kusama<br/>• IPv6:   false<br/>"
+        "• Error:  &lt;b&gt;&amp;&lt;/b&gt; not synced",
+    }
+    (event_id,) = homeserver.state.events
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id == event_id
+    assert sent_value("offline") - sent_before == 1
+
+
+def test_it_sends_one_offline_for_three_reports_of_the_same_outage(homeserver: FakeMatrixServer) -> None:
+    row = outage()
+
+    async def scenario() -> list[bool]:
+        await start(homeserver)
+        # Three monitors finalize the same outage; the listener may report each one.
+        first = alert_outage_opened(event=row)
+        again = await in_thread(lambda: MemberEvent.objects.get(pk=row.pk))
+        second = alert_outage_opened(event=again)
+        await until(lambda: len(homeserver.sent()) == 1)
+        third = alert_outage_opened(event=await in_thread(lambda: MemberEvent.objects.get(pk=row.pk)))
+        await asyncio.sleep(0.2)
+        await alerts_stop()
+        return [first, second, third]
+
+    assert asyncio.run(scenario()) == [True, False, False]
+    assert len(homeserver.requests(SEND)) == 1
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id == next(iter(homeserver.state.events))
+
+
+def test_it_edits_the_offline_message_to_online_on_recovery(homeserver: FakeMatrixServer) -> None:
+    row = outage()
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)
+        await until(lambda: len(homeserver.sent()) == 1)
+        closed = await in_thread(lambda: close(row.pk))
+        assert alert_outage_closed(event=closed) is True
+        await until(lambda: len(homeserver.sent()) == 2)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    offline_event = MemberEvent.objects.get(pk=row.pk).matrix_event_id
+    edit = homeserver.sent()[1].body
+    online = {
+        "msgtype": "m.text",
+        "body": "✅  *ONLINE*\n• Member: **Amforc**\n• Check:  endpoint / wss\n• Domain: rpc.dotters.network\n"
+        "• Endpoint: wss://rpc.dotters.network/kusama\n• IPv6:   false",
+        "format": "org.matrix.custom.html",
+        "formatted_body": "✅  <strong>ONLINE</strong><br/>• Member: <strong>Amforc</strong><br/>"
+        "• Check:  endpoint / wss<br/>• Domain: rpc.dotters.network<br/>"
+        "• Endpoint: wss://rpc.dotters.network/kusama<br/>• IPv6:   false",
+    }
+    assert edit == {
+        **online,
+        "m.new_content": online,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": offline_event},
+    }
+
+
+def test_it_still_edits_after_a_restart_and_does_not_log_in_again(homeserver: FakeMatrixServer) -> None:
+    row = outage(member="Stake Plus")
+
+    async def before_restart() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)
+        await until(lambda: len(homeserver.sent()) == 1)
+        await alerts_stop()
+
+    asyncio.run(before_restart())
+    stored = MemberEvent.objects.get(pk=row.pk).matrix_event_id
+    closed = close(row.pk)
+    reopened_report = MemberEvent.objects.get(pk=row.pk)
+
+    async def after_restart() -> None:
+        await start(homeserver)  # a new sender and a new client: nothing in memory
+        assert alert_outage_opened(event=reopened_report) is False  # closed: refused
+        alert_outage_closed(event=closed)
+        await until(lambda: len(homeserver.sent()) == 2)
+        await alerts_stop()
+
+    asyncio.run(after_restart())
+
+    offline, edit = homeserver.sent()
+    assert offline.body["body"].startswith("@will:matrix.org @tom:matrix.org\n⚠️  *OFFLINE*\n• Member: **Stake Plus**")
+    assert edit.body["m.relates_to"] == {"rel_type": "m.replace", "event_id": stored}
+    assert edit.body["m.new_content"]["body"].startswith("✅  *ONLINE*\n• Member: **Stake Plus**")
+    assert len(homeserver.requests(LOGIN)) == 1
+    assert offline.token == edit.token
+
+
+def test_it_does_not_announce_again_an_outage_announced_before_a_restart(homeserver: FakeMatrixServer) -> None:
+    row = outage()
+
+    async def run_once() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)  # the caller's copy has no matrix_event_id: the DB is checked
+        await asyncio.sleep(0.3)
+        await alerts_stop()
+
+    asyncio.run(run_once())
+    asyncio.run(run_once())
+
+    assert len(homeserver.requests(SEND)) == 1
+
+
+def test_it_sends_no_online_for_a_close_that_closed_nothing(homeserver: FakeMatrixServer) -> None:
+    still_open = outage()
+
+    async def scenario() -> bool:
+        await start(homeserver)
+        queued = alert_outage_closed(event=still_open)
+        await asyncio.sleep(0.3)
+        await alerts_stop()
+        return queued
+
+    assert asyncio.run(scenario()) is False
+    assert homeserver.requests() == []
+
+
+def test_it_sends_a_new_online_message_when_no_offline_was_stored(homeserver: FakeMatrixServer) -> None:
+    row = outage()
+    closed = close(row.pk)
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_closed(event=closed)
+        await until(lambda: len(homeserver.sent()) == 1)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    (message,) = homeserver.sent()
+    assert "m.relates_to" not in message.body
+    assert message.body == online_content(OutageFacts.from_event(closed))
+
+
+def test_it_sends_a_new_online_message_when_the_edit_is_refused(homeserver: FakeMatrixServer) -> None:
+    row = outage()
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)
+        await until(lambda: len(homeserver.sent()) == 1)
+        homeserver.script(SEND, (400, {"errcode": "M_BAD_JSON", "error": "cannot edit"}))
+        alert_outage_closed(event=await in_thread(lambda: close(row.pk)))
+        await until(lambda: len(homeserver.sent()) == 2)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    assert [r.status for r in homeserver.requests(SEND)] == [200, 400, 200]
+    refused, new = homeserver.requests(SEND)[1:]
+    assert refused.body["m.relates_to"]["rel_type"] == "m.replace"
+    assert "m.relates_to" not in new.body
+    assert new.body["body"].startswith("✅  *ONLINE*\n")
+
+
+def test_it_waits_out_a_429_before_sending_the_alert(homeserver: FakeMatrixServer) -> None:
+    homeserver.script(SEND, (429, {"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 600}))
+    row = outage()
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)
+        await until(lambda: len(homeserver.sent()) == 1)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    limited, accepted = homeserver.requests(SEND)
+    assert (limited.status, accepted.status) == (429, 200)
+    assert accepted.at - limited.at >= 0.6
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id is not None
+
+
+def test_it_folds_a_burst_into_one_summary(homeserver: FakeMatrixServer) -> None:
+    """Limit 3 per 1.5 s window; 5 outages open at once and one of them recovers.
+
+    Messages: OFFLINE ×3 at once, then (1.5 s after the window opened) one summary of the other
+    2 OFFLINE and the 1 ONLINE: 3 OFFLINE + 1 summary = 4 messages, not 6.
+    """
+    rows = [
+        outage(member=name, check_name="wss") for name in ("Amforc", "Dwellir", "Gatotech", "Stake Plus", "Turboflakes")
+    ]
+    summaries_before = sent_value("summary")
+
+    began: list[float] = []
+
+    async def scenario() -> None:
+        await start(homeserver, burst_limit=3, burst_window=1.5)
+        began.append(time.monotonic())  # the window opens after this, at the first send
+        for row in rows:
+            alert_outage_opened(event=row)
+        closed = await in_thread(lambda: close(rows[4].pk))
+        alert_outage_closed(event=closed)
+        await until(lambda: len(homeserver.sent()) == 4)
+        await asyncio.sleep(0.2)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    messages = homeserver.sent()
+    assert len(messages) == 4
+    assert [m.body["body"].split("\n")[-7:][1] for m in messages[:3]] == [
+        "• Member: **Amforc**",
+        "• Member: **Dwellir**",
+        "• Member: **Gatotech**",
+    ]
+    summary = messages[3]
+    assert summary.at - began[0] >= 1.5
+    facts = {row.member_name: OutageFacts.from_event(row) for row in rows}
+    assert summary.body == burst_summary_content(
+        [("offline", facts["Stake Plus"]), ("offline", facts["Turboflakes"]), ("online", facts["Turboflakes"])],
+        window_seconds=1.5,
+        mentions=["@will:matrix.org", "@tom:matrix.org"],
+    )
+    assert summary.body["body"] == (
+        "@will:matrix.org @tom:matrix.org\n"
+        "⚠️  *ALERT BURST*: 3 more alerts within 1.5 s (2 OFFLINE, 1 ONLINE)\n"
+        "• OFFLINE **Stake Plus**: endpoint / wss wss://rpc.dotters.network/kusama\n"
+        "• OFFLINE **Turboflakes**: endpoint / wss wss://rpc.dotters.network/kusama\n"
+        "• ONLINE **Turboflakes**: endpoint / wss wss://rpc.dotters.network/kusama"
+    )
+    summary_id = homeserver.state.txns[(homeserver.state.tokens[summary.token], summary.txn_id)]
+    stored = dict(MemberEvent.objects.filter(pk__in=[r.pk for r in rows]).values_list("member_name", "matrix_event_id"))
+    assert stored["Stake Plus"] == stored["Turboflakes"] == f"fold:{summary_id}"
+    assert all(stored[name].startswith("$event") for name in ("Amforc", "Dwellir", "Gatotech"))
+    assert sent_value("summary") - summaries_before == 1
+
+
+def test_it_sends_the_online_of_a_folded_outage_as_a_new_message(homeserver: FakeMatrixServer) -> None:
+    row = outage()
+    MemberEvent.objects.filter(pk=row.pk).update(matrix_event_id="fold:$summary1:fake.local")
+    closed = close(row.pk)
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_closed(event=closed)
+        await until(lambda: len(homeserver.sent()) == 1)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    (message,) = homeserver.sent()
+    assert "m.relates_to" not in message.body
+    assert message.body["body"].startswith("✅  *ONLINE*\n")
+
+
+def test_it_never_blocks_the_caller_and_counts_what_it_drops(homeserver: FakeMatrixServer) -> None:
+    """Queue of 2, homeserver answering slowly: 5 alerts queued in one go → 2 kept, 3 dropped."""
+    homeserver.script(SEND, Delay(0.5, 200, {"event_id": "$slow:fake.local"}))
+    rows = [outage(check_name=f"check{i}") for i in range(5)]
+    dropped_before = failed_value("offline", "queue_full")
+
+    async def scenario() -> tuple[list[bool], float]:
+        await start(homeserver, queue_size=2)
+        began = time.monotonic()
+        queued = [alert_outage_opened(event=row) for row in rows]
+        elapsed = time.monotonic() - began
+        await until(lambda: len(homeserver.sent()) == 2)
+        await alerts_stop()
+        return queued, elapsed
+
+    queued, elapsed = asyncio.run(scenario())
+
+    assert queued == [True, True, False, False, False]
+    assert elapsed < 0.5  # shorter than one homeserver answer: nothing waited for Matrix
+    assert failed_value("offline", "queue_full") - dropped_before == 3
+
+
+def test_it_accepts_alerts_from_another_thread(homeserver: FakeMatrixServer) -> None:
+    row = outage()
+
+    async def scenario() -> None:
+        await start(homeserver)
+        worker = threading.Thread(target=lambda: alert_outage_opened(event=row))
+        worker.start()
+        worker.join()
+        await until(lambda: len(homeserver.sent()) == 1)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    assert homeserver.sent()[0].body["body"].startswith("@tugytur:matrix.org\n⚠️  *OFFLINE*")
+
+
+def test_it_counts_an_alert_it_could_not_send(homeserver: FakeMatrixServer) -> None:
+    homeserver.script(SEND, *[(500, {})] * 3)
+    row = outage()
+    failed_before = failed_value("offline", "MatrixUnavailableError")
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)
+        await until(lambda: len(homeserver.requests(SEND)) == 3)
+        await asyncio.sleep(0.1)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    assert failed_value("offline", "MatrixUnavailableError") - failed_before == 1
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id is None
+
+
+def test_it_is_off_when_matrix_is_not_configured() -> None:
+    row = outage()
+
+    async def scenario() -> tuple[Any, bool, bool]:
+        sender = await alerts_start(config=MatrixConfig())
+        return sender, alerts.alerts_enabled(), alert_outage_opened(event=row)
+
+    assert asyncio.run(scenario()) == (None, False, False)
+
+
+def test_it_refuses_to_start_with_a_set_me_value(homeserver: FakeMatrixServer) -> None:
+    config = MatrixConfig(homeserver_url=homeserver.url, username="ibp-bot", password="__SET_ME__", room_id=ROOM)
+
+    with pytest.raises(MatrixConfigError, match="Matrix.password is still __SET_ME__"):
+        asyncio.run(alerts_start(config=config))
+    assert homeserver.requests() == []
