@@ -50,9 +50,9 @@ def api(db: Any) -> Iterator[Client]:
     cache.clear()
 
 
-def get_json(client: Client, path: str, status: int = 200, **params: Any) -> Any:
+def get_json(client: Client, path: str, expect: int = 200, **params: Any) -> Any:
     response = client.get(path, params)
-    assert response.status_code == status, (response.status_code, response.content[:500])
+    assert response.status_code == expect, (response.status_code, response.content[:500])
     assert response["Content-Type"] == "application/json"
     return json.loads(response.content)
 
