@@ -49,6 +49,14 @@ def beat_schedule() -> list[ScheduleEntry]:
             task="members.tasks.config_sync_task",
             every_seconds=settings.COLLATOR.system.config_reload_seconds,
         ),
+        # DECISIONS 17: the daily service cost document at 00:05 UTC, and the previous month's
+        # statements on the 1st at 00:05 UTC, every month (never the Go "every other month", B17).
+        ScheduleEntry(
+            name="billing-cost-summary-daily", task="billing.tasks.cost_summary_daily_task", crontab="5 0 * * *"
+        ),
+        ScheduleEntry(
+            name="billing-statements-monthly", task="billing.tasks.statements_previous_month_task", crontab="5 0 1 * *"
+        ),
     ]
 
 
