@@ -4,8 +4,9 @@ The seam for the NATS listener (call these from the event loop, or any thread, o
 *after* the DB transaction that opened or closed the row has committed):
 
     await alerts_start()                  # at start-up; None when Matrix is not configured
-    alert_outage_opened(event=row)        # a finalize inserted a new open outage row
-    alert_outage_closed(event=row)        # a finalize closed that row (end_time now set)
+    listener.finalize_hooks.append(alerts_finalize_hook)   # takes FinalizeOutcome ids
+    alert_outage_opened(event=row)        # or by row: a finalize inserted a new open row
+    alert_outage_closed(event=row)        # or by row: a finalize closed that row
     await alerts_stop()                   # at shutdown: drains the queue for a few seconds
 
 The two `alert_*` calls only put a small immutable job on a bounded in-memory queue and
@@ -80,8 +81,9 @@ MentionsSource = Callable[[], Mapping[str, Sequence[str]]]
 @dataclass(frozen=True)
 class AlertJob:
     kind: str  # OFFLINE or ONLINE
-    facts: OutageFacts
-    matrix_event_id: str | None  # as the caller's row held it; the DB is checked again
+    event_id: int  # the member_events row
+    facts: OutageFacts | None = None  # None: the sender reads the row itself (finalize hook)
+    matrix_event_id: str | None = None  # as the caller's row held it; the DB is checked again
 
 
 def alert_mentions_from_config() -> Mapping[str, Sequence[str]]:
@@ -162,7 +164,7 @@ class AlertSender:
 
     def enqueue(self, job: AlertJob) -> bool:
         """Queue a job; False when it is a duplicate or cannot be queued."""
-        key = (job.kind, job.facts.event_id)
+        key = (job.kind, job.event_id)
         with self._lock:
             if key in self._seen:
                 return False
@@ -187,11 +189,9 @@ class AlertSender:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            self._forget((job.kind, job.facts.event_id))
+            self._forget((job.kind, job.event_id))
             telemetry_alert_failed(kind=job.kind, reason="queue_full")
-            logger.error(
-                "event=matrix_alert_dropped reason=queue_full kind=%s member_event=%s", job.kind, job.facts.event_id
-            )
+            logger.error("event=matrix_alert_dropped reason=queue_full kind=%s member_event=%s", job.kind, job.event_id)
             return False
         telemetry_queue_depth_set(queue=QUEUE_NAME, depth=self._queue.qsize())
         return True
@@ -219,7 +219,7 @@ class AlertSender:
                 try:
                     await self._handle(job)
                 except Exception:  # one bad alert must not stop the sender
-                    logger.exception("event=matrix_alert_error kind=%s member_event=%s", job.kind, job.facts.event_id)
+                    logger.exception("event=matrix_alert_error kind=%s member_event=%s", job.kind, job.event_id)
                 finally:
                     self._queue.task_done()
         finally:
@@ -229,13 +229,43 @@ class AlertSender:
     async def _handle(self, job: AlertJob) -> None:
         if self._window_start is not None and time.monotonic() - self._window_start >= self.burst_window:
             await self._flush_fold()
+        if job.facts is None:
+            loaded = await self._load(job)
+            if loaded is None:
+                return
+            job = loaded
         if job.kind == OFFLINE:
             await self._handle_offline(job)
         else:
             await self._handle_online(job)
 
+    async def _load(self, job: AlertJob) -> AlertJob | None:
+        """Fill a job queued by id from its committed row; None when there is nothing to say."""
+
+        def read() -> MemberEvent | None:
+            close_old_connections()
+            return MemberEvent.objects.filter(pk=job.event_id).first()
+
+        try:
+            row = await self._blocking(read)
+        except DatabaseError as exc:
+            self._failed(job, exc)
+            self._forget((job.kind, job.event_id))
+            return None
+        if row is None:
+            logger.warning(
+                "event=matrix_alert_skipped reason=no_such_row kind=%s member_event=%s", job.kind, job.event_id
+            )
+            return None
+        if job.kind == ONLINE and row.end_time is None:
+            # No ONLINE for a row that is not closed (§11.2).
+            logger.warning("event=matrix_alert_skipped reason=not_closed member_event=%s", job.event_id)
+            return None
+        return AlertJob(job.kind, job.event_id, OutageFacts.from_event(row), row.matrix_event_id)
+
     async def _handle_offline(self, job: AlertJob) -> None:
-        row_id = job.facts.event_id
+        assert job.facts is not None
+        row_id = job.event_id
         stored = job.matrix_event_id or await self._stored_matrix_id(row_id)
         if stored:
             logger.info("event=matrix_alert_skipped reason=already_announced member_event=%s", row_id)
@@ -257,7 +287,8 @@ class AlertSender:
         logger.info("event=matrix_alert_sent kind=offline member_event=%s matrix_event=%s", row_id, matrix_id)
 
     async def _handle_online(self, job: AlertJob) -> None:
-        row_id = job.facts.event_id
+        assert job.facts is not None
+        row_id = job.event_id
         matrix_id = self._matrix_ids.get(row_id) or job.matrix_event_id or await self._stored_matrix_id(row_id)
         if not self._take_slot():
             self._folded.append(job)
@@ -315,10 +346,10 @@ class AlertSender:
         self._window_sent = 0
         if not folded:
             return
-        members = [job.facts.member_name for job in folded if job.kind == OFFLINE]
+        members = [job.facts.member_name for job in folded if job.kind == OFFLINE and job.facts]
         mentions = await self._mentions(members)
         content = burst_summary_content(
-            [(job.kind, job.facts) for job in folded], window_seconds=self.burst_window, mentions=mentions
+            [(job.kind, job.facts) for job in folded if job.facts], window_seconds=self.burst_window, mentions=mentions
         )
         try:
             summary_id = await self.client.send_message(content)
@@ -327,10 +358,10 @@ class AlertSender:
             logger.error("event=matrix_alert_failed kind=summary folded=%s error=%r", len(folded), str(exc))
             for job in folded:
                 if job.kind == OFFLINE:
-                    self._forget((OFFLINE, job.facts.event_id))
+                    self._forget((OFFLINE, job.event_id))
             return
         marker = f"{FOLD_PREFIX}{summary_id}"[:255]
-        offline_rows = [job.facts.event_id for job in folded if job.kind == OFFLINE]
+        offline_rows = [job.event_id for job in folded if job.kind == OFFLINE]
         for row_id in offline_rows:
             self._matrix_ids[row_id] = marker
         await self._store_matrix_id(offline_rows, marker)
@@ -341,9 +372,7 @@ class AlertSender:
 
     def _failed(self, job: AlertJob, exc: Exception) -> None:
         telemetry_alert_failed(kind=job.kind, reason=type(exc).__name__)
-        logger.error(
-            "event=matrix_alert_failed kind=%s member_event=%s error=%r", job.kind, job.facts.event_id, str(exc)
-        )
+        logger.error("event=matrix_alert_failed kind=%s member_event=%s error=%r", job.kind, job.event_id, str(exc))
 
     async def _mentions(self, member_names: Sequence[str]) -> tuple[str, ...]:
         if not member_names:
@@ -478,7 +507,7 @@ def alert_outage_opened(*, event: MemberEvent) -> bool:
     if event.pk is None or event.end_time is not None:
         logger.warning("event=matrix_alert_refused kind=offline member_event=%s reason=not_open", event.pk)
         return False
-    return _sender.enqueue(AlertJob(OFFLINE, OutageFacts.from_event(event), event.matrix_event_id))
+    return _sender.enqueue(AlertJob(OFFLINE, int(event.pk), OutageFacts.from_event(event), event.matrix_event_id))
 
 
 def alert_outage_closed(*, event: MemberEvent) -> bool:
@@ -489,7 +518,26 @@ def alert_outage_closed(*, event: MemberEvent) -> bool:
         # No ONLINE for a close that closed nothing (§11.2, §13 N12).
         logger.warning("event=matrix_alert_refused kind=online member_event=%s reason=not_closed", event.pk)
         return False
-    return _sender.enqueue(AlertJob(ONLINE, OutageFacts.from_event(event), event.matrix_event_id))
+    return _sender.enqueue(AlertJob(ONLINE, int(event.pk), OutageFacts.from_event(event), event.matrix_event_id))
+
+
+def alerts_finalize_hook(message: object, outcome: Any) -> None:
+    """A `NatsListener.finalize_hooks` entry: queue the alert a committed finalize calls for.
+
+    `outcome` is a metrics.services.FinalizeOutcome. Only `opened` (a new open row) gives
+    an OFFLINE and only `closed` (open rows closed) gives an ONLINE per closed row; every
+    other action (duplicate, merged, stale, remembered, recorded_closed) says nothing.
+    A `recorded_closed` outage (its offline arrived after its online) was over before we
+    knew of it, so it is not announced. The hook only queues ids: it is synchronous and
+    never waits, and the sender reads the committed rows on its own thread.
+    """
+    if _sender is None:
+        return
+    if getattr(outcome, "opened", False) and getattr(outcome, "event_id", None):
+        _sender.enqueue(AlertJob(OFFLINE, int(outcome.event_id)))
+    elif getattr(outcome, "closed", False):
+        for row_id in getattr(outcome, "closed_ids", ()) or ():
+            _sender.enqueue(AlertJob(ONLINE, int(row_id)))
 
 
 def _setting(name: str, default: Any) -> Any:

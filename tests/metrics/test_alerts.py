@@ -32,13 +32,17 @@ from metrics.alerts import (
     alert_mentions_from_config,
     alert_outage_closed,
     alert_outage_opened,
+    alerts_finalize_hook,
     alerts_start,
     alerts_stop,
 )
 from metrics.matrix import MatrixConfigError, RetryPolicy
 from metrics.models import MemberEvent
+from metrics.protocol import FinalizeMessage
+from metrics.services import FinalizeOutcome, downtime_finalize
 from metrics.telemetry import REGISTRY
 from tests.fake_matrix import LOGIN, SEND, Delay, FakeMatrixServer
+from tests.metrics.finalize_factory import finalize
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -555,3 +559,86 @@ def test_it_refuses_to_start_with_a_set_me_value(homeserver: FakeMatrixServer) -
     with pytest.raises(MatrixConfigError, match="Matrix.password is still __SET_ME__"):
         asyncio.run(alerts_start(config=config))
     assert homeserver.requests() == []
+
+
+# --- through the listener's seam: real downtime_finalize outcomes → alerts_finalize_hook ---------
+
+
+async def apply(message: FinalizeMessage) -> FinalizeOutcome:
+    """What NatsListener.finalize_apply does: the write on a DB thread, then the hooks."""
+    outcome = await in_thread(lambda: downtime_finalize(message=message, now=T0, votes={}))
+    alerts_finalize_hook(message, outcome)
+    return outcome
+
+
+def test_it_sends_one_offline_for_a_triple_finalize_and_edits_it_on_recovery(homeserver: FakeMatrixServer) -> None:
+    """Monitors EU-1, US-2 and AS-3 each deliver the offline decision; a fourth decision under
+    another proposal id merges into the open row. One row, one OFFLINE; the online decision
+    closes the row and edits that OFFLINE in place."""
+    offline = [
+        finalize("p-1", online=False, decided_at="2026-03-04T09:12:45Z", member="Amforc", error="<b>&</b>", sender=s)
+        for s in ("MONITOR-EU-1", "MONITOR-US-2", "MONITOR-AS-3")
+    ]
+    offline.append(finalize("p-2", online=False, decided_at="2026-03-04T09:13:05Z", member="Amforc"))
+    online = finalize("p-3", online=True, decided_at="2026-03-04T09:19:45Z", member="Amforc")
+
+    async def scenario() -> list[str]:
+        await start(homeserver)
+        actions = [(await apply(message)).action for message in offline]
+        await until(lambda: len(homeserver.sent()) == 1)
+        actions.append((await apply(online)).action)
+        await until(lambda: len(homeserver.sent()) == 2)
+        await asyncio.sleep(0.2)
+        await alerts_stop()
+        return actions
+
+    assert asyncio.run(scenario()) == ["opened", "duplicate", "duplicate", "merged", "closed"]
+    (row,) = MemberEvent.objects.all()
+    first, edit = homeserver.sent()
+    assert len(homeserver.requests(SEND)) == 2
+    assert first.body["body"].endswith("• IPv6:   false\n• Error:  <b>&</b>")
+    assert first.body["formatted_body"].endswith("• IPv6:   false<br/>• Error:  &lt;b&gt;&amp;&lt;/b&gt;")
+    assert row.matrix_event_id == next(iter(homeserver.state.events))
+    assert edit.body["m.relates_to"] == {"rel_type": "m.replace", "event_id": row.matrix_event_id}
+    assert edit.body["m.new_content"] == online_content(OutageFacts.from_event(row))
+
+
+def test_it_edits_after_a_listener_restart_through_the_hook(homeserver: FakeMatrixServer) -> None:
+    async def before() -> None:
+        await start(homeserver)
+        await apply(finalize("p-1", online=False, decided_at="2026-03-04T09:12:45Z", member="Dwellir"))
+        await until(lambda: len(homeserver.sent()) == 1)
+        await alerts_stop()
+
+    async def after() -> None:
+        await start(homeserver)
+        await apply(finalize("p-2", online=True, decided_at="2026-03-04T09:30:00Z", member="Dwellir"))
+        await until(lambda: len(homeserver.sent()) == 2)
+        await alerts_stop()
+
+    asyncio.run(before())
+    asyncio.run(after())
+
+    (row,) = MemberEvent.objects.all()
+    assert row.end_time == datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
+    edit = homeserver.sent()[1]
+    assert edit.body["m.relates_to"] == {"rel_type": "m.replace", "event_id": row.matrix_event_id}
+    assert len(homeserver.requests(LOGIN)) == 1
+
+
+def test_it_sends_nothing_for_an_online_finalize_that_closed_nothing(homeserver: FakeMatrixServer) -> None:
+    """A monitor restart re-sends online decisions for checks that were never down (§7)."""
+
+    async def scenario() -> list[str]:
+        await start(homeserver)
+        actions = [
+            (await apply(finalize(f"p-{i}", online=True, decided_at="2026-03-04T09:12:45Z", check_name=name))).action
+            for i, name in enumerate(("wss", "https", "ssl"))
+        ]
+        await asyncio.sleep(0.3)
+        await alerts_stop()
+        return actions
+
+    assert asyncio.run(scenario()) == ["remembered", "remembered", "remembered"]
+    assert homeserver.requests() == []
+    assert MemberEvent.objects.count() == 0
