@@ -10,6 +10,9 @@ from django.db import connection
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IBP_CONFIG_DIR = REPO_ROOT / "config" / "ibp-config"
 
+# A real nats-server per test that asks for one (fixtures `nats_server`, `nats_server_large`).
+pytest_plugins = ["tests.nats_server"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if connection.vendor == "mysql":
