@@ -33,11 +33,11 @@ logger = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-MESSAGES = Counter(
-    "collator_nats_messages", "NATS messages received, by subject.", ["subject"], registry=REGISTRY
-)
+MESSAGES = Counter("collator_nats_messages", "NATS messages received, by subject.", ["subject"], registry=REGISTRY)
 REJECTS = Counter(
-    "collator_nats_rejects", "Messages or replies rejected (logged, not applied), by reason.", ["reason"],
+    "collator_nats_rejects",
+    "Messages or replies rejected (logged, not applied), by reason.",
+    ["reason"],
     registry=REGISTRY,
 )
 ROWS_WRITTEN = Counter("collator_rows_written", "Database rows written, by table.", ["table"], registry=REGISTRY)
@@ -45,7 +45,9 @@ ALERTS_SENT = Counter(
     "collator_matrix_alerts_sent", "Matrix messages sent or edited, by kind.", ["kind"], registry=REGISTRY
 )
 ALERTS_FAILED = Counter(
-    "collator_matrix_alerts_failed", "Matrix alerts given up on, by kind and reason.", ["kind", "reason"],
+    "collator_matrix_alerts_failed",
+    "Matrix alerts given up on, by kind and reason.",
+    ["kind", "reason"],
     registry=REGISTRY,
 )
 COLLECTION_DURATION = Histogram(
@@ -55,6 +57,12 @@ COLLECTION_DURATION = Histogram(
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge("collator_queue_depth", "Items waiting in an in-process queue.", ["queue"], registry=REGISTRY)
+FINALIZE_OUTCOMES = Counter(
+    "collator_finalize_outcomes",
+    "consensus.finalize decisions by what they did to member_events (opened, closed, duplicate, ...).",
+    ["action"],
+    registry=REGISTRY,
+)
 
 SNAPSHOT_TIMESTAMP = "collator_telemetry_snapshot_timestamp_seconds"
 MAX_LABEL_LENGTH = 96
@@ -103,6 +111,26 @@ def telemetry_collection_observed(*, seconds: float) -> None:
 
 def telemetry_queue_depth_set(*, queue: str, depth: int) -> None:
     QUEUE_DEPTH.labels(queue=_label(queue)).set(depth)
+
+
+def telemetry_finalize_outcome(*, action: str) -> None:
+    FINALIZE_OUTCOMES.labels(action=_label(action)).inc()
+
+
+def telemetry_counter_observer(kind: str, label: str, amount: int) -> None:
+    """Feeds metrics.nats_counters.ListenerCounters into Prometheus: `counters.add_observer(this)`.
+
+    The listener counts in one place; this observer mirrors each bump here, so its counters
+    and /metrics can never disagree.
+    """
+    if kind == "message":
+        MESSAGES.labels(subject=_subject_label(label)).inc(amount)
+    elif kind == "reject":
+        REJECTS.labels(reason=_label(label)).inc(amount)
+    elif kind == "rows":
+        telemetry_rows_written(table=label, count=amount)
+    elif kind == "finalize":
+        FINALIZE_OUTCOMES.labels(action=_label(label)).inc(amount)
 
 
 # --- Snapshot: listener → DB → web ---------------------------------------------------------
