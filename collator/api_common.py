@@ -155,6 +155,20 @@ def today_utc() -> date:
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
+class TextParamField(serializers.CharField):
+    """Free text: NUL characters removed and trimmed (api-contract §1.8.3), empty allowed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str):
+            data = clean_piece(data)
+        return super().to_internal_value(data)
+
+
 @extend_schema_field(OpenApiTypes.DATE)
 class StrictDateField(serializers.Field):
     """`YYYY-MM-DD`, exactly, and a real calendar day; empty means "not given"."""

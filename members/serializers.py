@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from collator.api_common import TextParamField
+
 
 class MembersFilterSerializer(serializers.Serializer):
-    name = serializers.CharField(
-        required=False, allow_blank=True, help_text="A member key (or Details.Name): answers that member alone."
-    )
+    name = TextParamField(help_text="A member key (or Details.Name): answers that member alone.")
 
 
 class ServicesFilterSerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, allow_blank=True, help_text="An exact service key.")
-    hierarchy = serializers.CharField(
-        required=False, allow_blank=True, help_text="`true` (exactly) groups the chains under their relays."
-    )
+    name = TextParamField(help_text="An exact service key.")
+    hierarchy = TextParamField(help_text="`true` (exactly) groups the chains under their relays.")
 
 
 class MemberSerializer(serializers.Serializer):

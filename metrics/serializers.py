@@ -16,7 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from collator.api_common import CommaListField, DateRangeFilterSerializer, clean_piece
+from collator.api_common import CommaListField, DateRangeFilterSerializer, TextParamField, clean_piece
 from metrics.models import MemberEvent
 from metrics.selectors import check_type_canonical, check_type_word
 
@@ -146,7 +146,7 @@ class DowntimeEventsFilterSerializer(DateRangeFilterSerializer):
 
 
 class MemberStatsFilterSerializer(DateRangeFilterSerializer):
-    name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=True, help_text="Member key.")
+    name = TextParamField(help_text="Member key.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
