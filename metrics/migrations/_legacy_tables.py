@@ -254,5 +254,9 @@ def adopt_usage_and_event_tables(apps: Any, schema_editor: Any) -> None:
 
 
 def drop_usage_and_event_tables(apps: Any, schema_editor: Any) -> None:
+    """Unapplying keeps the tables: on MySQL they may hold the Go collator's history, and
+    applying again adopts them in place. SQLite tables are only ever ours, so they go."""
+    if schema_editor.connection.vendor == "mysql":
+        return
     for model_name in ("RequestStat", "MemberEvent"):
         schema_editor.delete_model(apps.get_model("metrics", model_name))
