@@ -16,6 +16,7 @@ help:
 	@echo "make demo     run the whole collator on embedded defaults (SQLite, local NATS)"
 	@echo "make test     lint, then the test suite on MariaDB and a fast pass on SQLite"
 	@echo "make run      migrate, sync the bundled IBP config and serve the API and admin on :9000"
+	@echo "make serve    the API under gunicorn on CollatorApi.ListenAddress:ListenPort (HTTPS with SSL_CERT/SSL_KEY)"
 	@echo "make bench    the benchmarks"
 
 $(PY):
@@ -75,6 +76,10 @@ sync-config: migrate
 run: sync-config
 	@echo "API and admin on http://127.0.0.1:9000/ (create a login with: $(PY) manage.py createsuperuser)"
 	$(PY) manage.py runserver 0.0.0.0:9000
+
+# Production serving: gunicorn with timeouts and access logs (collator/gunicorn_conf.py).
+serve: migrate
+	$(BIN)/gunicorn -c collator/gunicorn_conf.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
