@@ -68,7 +68,7 @@ class StatementLineInline(admin.TabularInline):
         "meets_sla",
         "credit",
         "billed",
-        "outage_ids",
+        "service_outage_ids",
     )
     readonly_fields = fields
 

@@ -46,7 +46,14 @@ class BillLine:
     billed: Decimal
     downtime_seconds: int
     month_seconds: int
-    outage_ids: tuple[int, ...]
+    # Domain/endpoint outages of this service; the member's site outages count for every line.
+    service_outage_ids: tuple[int, ...]
+    site_outage_ids: tuple[int, ...]
+
+    @property
+    def outage_ids(self) -> tuple[int, ...]:
+        """Every outage that counts against this line, site ones included, by id."""
+        return tuple(sorted((*self.site_outage_ids, *self.service_outage_ids)))
 
     @property
     def meets_sla(self) -> bool:
@@ -68,6 +75,7 @@ class MemberBill:
     # Every outage that counts against at least one line, by row id.
     outages: Mapping[int, CountedOutage]
     notes: tuple[str, ...] = ()
+    site_outage_ids: tuple[int, ...] = ()
 
     @property
     def base(self) -> Decimal:
@@ -190,11 +198,17 @@ def member_bill_compute(
                 billed=base - credit,
                 downtime_seconds=service_downtime.downtime_seconds,
                 month_seconds=month_seconds,
-                outage_ids=service_downtime.outage_ids,
+                service_outage_ids=service_downtime.service_outage_ids,
+                site_outage_ids=service_downtime.site_outage_ids,
             )
         )
     return MemberBill(
-        member=costs.member, price=costs.price, lines=tuple(lines), outages=downtime.outages, notes=costs.notes
+        member=costs.member,
+        price=costs.price,
+        lines=tuple(lines),
+        outages=downtime.outages,
+        notes=costs.notes,
+        site_outage_ids=downtime.site_outage_ids,
     )
 
 

@@ -60,7 +60,8 @@ class Statement(models.Model):
     )
     # Every outage that counts against at least one line, once:
     # [{id, check_type, check_name, domain_name, endpoint, is_ipv6, start_time, end_time, status,
-    #   counted_start, counted_end, counted_seconds}], by counted start. Lines refer to them by id.
+    #   counted_start, counted_end, counted_seconds}], by counted start. Site outages count
+    # against every line; lines list the ids of their own domain/endpoint outages.
     outages = models.JSONField(default=list, blank=True)
     content_hash = models.CharField(max_length=64, help_text="sha256 over the inputs and figures.")
     computed_at = models.DateTimeField(help_text="The 'now' ongoing outages were counted up to.")
@@ -112,8 +113,10 @@ class StatementLine(models.Model):
     month_seconds = models.PositiveIntegerField()
     uptime_percent = models.DecimalField(**PERCENT)
     meets_sla = models.BooleanField()
-    # Ids of the statement's outages that count against this line (Statement.outages).
-    outage_ids = models.JSONField(default=list, blank=True)
+    # Ids of the domain/endpoint outages (Statement.outages) that count against this line. The
+    # statement's site outages count against every line and are not repeated here, so that a
+    # month with thousands of site outages does not store them once per service.
+    service_outage_ids = models.JSONField(default=list, blank=True)
 
     class Meta:
         db_table = "billing_statement_line"
@@ -124,9 +127,15 @@ class StatementLine(models.Model):
         return f"{self.statement.number} {self.service_key}"
 
     def counted_outages(self) -> list[dict]:
-        """The outages that count against this line, as stored on the statement."""
-        by_id = self.statement.outages_by_id()
-        return [by_id[int(outage_id)] for outage_id in self.outage_ids if int(outage_id) in by_id]
+        """Every outage that counts against this line (site ones included), by counted start."""
+        own = {int(outage_id) for outage_id in self.service_outage_ids}
+        return [
+            outage for outage in self.statement.outages if outage["check_type"] == "site" or int(outage["id"]) in own
+        ]
+
+    @property
+    def outage_ids(self) -> list[int]:
+        return sorted(int(outage["id"]) for outage in self.counted_outages())
 
 
 class MonthlyOverview(models.Model):

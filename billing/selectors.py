@@ -211,7 +211,7 @@ def statement_document(*, statement: Statement) -> dict[str, Any]:
                 "month_seconds": line.month_seconds,
                 "uptime_percent": str(percent_floor_decimal(line.uptime_percent, DOCUMENT_UPTIME_DECIMALS)),
                 "meets_sla": line.meets_sla,
-                "outage_ids": list(line.outage_ids),
+                "service_outage_ids": list(line.service_outage_ids),
             }
             for line in lines
         ],
@@ -584,9 +584,6 @@ def _breakdown_member_from_bill(bill: MemberBill, *, include_downtime: bool) -> 
 
 
 def _breakdown_member_from_statement(statement: Statement, *, include_downtime: bool) -> BreakdownMember:
-    outages = statement.outages_by_id() if include_downtime else {}
-    for record in outages.values():
-        record.setdefault("member_name", statement.member_name)
     services = [
         BreakdownService(
             name=line.service_key,
@@ -596,7 +593,9 @@ def _breakdown_member_from_statement(statement: Statement, *, include_downtime: 
             credits=line.credit,
             meets_sla=line.meets_sla,
             downtime_seconds=line.downtime_seconds,
-            downtime_events=_events_newest_first(outages[int(i)] for i in line.outage_ids if int(i) in outages)
+            downtime_events=_events_newest_first(
+                {**outage, "member_name": statement.member_name} for outage in line.counted_outages()
+            )
             if include_downtime
             else None,
         )

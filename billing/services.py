@@ -236,13 +236,13 @@ def statement_payload(*, bill: MemberBill, window: MonthWindow, inputs: dict[str
                 str(line.credit),
                 str(line.billed),
                 line.downtime_seconds,
-                list(line.outage_ids),
+                list(line.service_outage_ids),
             ]
             for line in bill.lines
         ],
         "outages": [
-            [o.row.id, o.kind.value, o.start_offset, o.end_offset, o.row.end_time is None]
-            for o in sorted(bill.outages.values(), key=lambda o: o.row.id)
+            [o.row_id, o.kind.value, o.start_offset, o.end_offset, o.row.end_time is None]
+            for o in sorted(bill.outages.values(), key=lambda o: o.row_id)
         ],
     }
 
@@ -279,7 +279,7 @@ def _statement_create(
     postdates: bool,
     now: datetime,
 ) -> Statement:
-    outages = sorted(bill.outages.values(), key=lambda o: (o.start_offset, o.row.id))
+    outages = sorted(bill.outages.values())  # by counted start, then id
     statement = Statement.objects.create(
         member_key=bill.member.key,
         member_name=bill.member.name,
@@ -332,7 +332,7 @@ def _statement_create(
                 month_seconds=line.month_seconds,
                 uptime_percent=line.uptime_percent(decimals=API_UPTIME_DECIMALS),
                 meets_sla=line.meets_sla,
-                outage_ids=list(line.outage_ids),
+                service_outage_ids=list(line.service_outage_ids),
             )
             for position, line in enumerate(bill.lines, start=1)
         ]

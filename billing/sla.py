@@ -20,10 +20,12 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
+from operator import itemgetter
+from typing import NamedTuple
 
 from billing.money import ZERO, money_round
 
@@ -131,16 +133,28 @@ def is_outage(*, status: int, end_time: datetime | None) -> bool:
     return status == 0 or end_time is not None
 
 
-@dataclass(frozen=True, slots=True)
-class CountedOutage:
-    """An outage row clipped to the month: the part that counts against the SLA."""
+class CountedOutage(NamedTuple):
+    """An outage row clipped to the month: the part that counts against the SLA.
 
-    row: OutageRow
-    kind: CheckKind
-    start: datetime
-    end: datetime
+    A NamedTuple, not a dataclass: a month can hold 100,000 of these and this is the fastest
+    immutable record to build. The fields start with (start, row id), so plain tuple order
+    is "by start, then by id" and sorting needs no key function.
+    """
+
     start_offset: int  # seconds from the month start
+    row_id: int
     end_offset: int
+    kind: CheckKind
+    row: OutageRow
+    month_start: datetime
+
+    @property
+    def start(self) -> datetime:
+        return self.month_start + timedelta(seconds=self.start_offset)
+
+    @property
+    def end(self) -> datetime:
+        return self.month_start + timedelta(seconds=self.end_offset)
 
     @property
     def seconds(self) -> int:
@@ -155,23 +169,36 @@ def outage_clip(*, row: OutageRow, window: MonthWindow, now: datetime) -> Counte
     """Clip a row to `[month start, min(now, month end))`; None when nothing of it counts.
 
     An open row runs to `now`. An end before the start (the two come from different
-    clocks, B14) is clamped to zero length instead of subtracting time.
+    clocks, B14) is clamped to zero length instead of subtracting time. Offsets are whole
+    seconds from the month start (a fraction of a second is dropped at each end).
     """
-    if not is_outage(status=row.status, end_time=row.end_time):
-        return None
-    kind = check_kind(row.check_type)
-    if kind is None:
-        return None
-    limit = min(now, window.end)
-    end = limit if row.end_time is None else min(row.end_time, limit)
-    start = max(row.start_time, window.start)
-    if end <= start:
-        return None
-    start_offset = int((start - window.start).total_seconds())
-    end_offset = int((end - window.start).total_seconds())
-    if end_offset <= start_offset:
-        return None
-    return CountedOutage(row=row, kind=kind, start=start, end=end, start_offset=start_offset, end_offset=end_offset)
+    return _Clipper(window=window, now=now).clip(row)
+
+
+_tuple_new = tuple.__new__
+
+
+class _Clipper:
+    """Clipping with the month's bounds as epoch seconds, computed once per month."""
+
+    def __init__(self, *, window: MonthWindow, now: datetime) -> None:
+        self.month_start = window.start
+        self.origin = window.start.timestamp()
+        self.limit = min(now, window.end).timestamp() - self.origin
+
+    def clip(self, row: OutageRow) -> CountedOutage | None:
+        end_time = row.end_time
+        if row.status != 0 and end_time is None:
+            return None  # not an outage (DECISIONS 2)
+        kind = _CHECK_KINDS.get(row.check_type) or check_kind(row.check_type)
+        if kind is None:
+            return None
+        start = int(max(row.start_time.timestamp() - self.origin, 0))
+        end = int(self.limit if end_time is None else min(end_time.timestamp() - self.origin, self.limit))
+        if end <= start:
+            return None
+        # tuple.__new__ directly: the NamedTuple constructor adds a Python call per row.
+        return _tuple_new(CountedOutage, (start, row.id, end, kind, row, self.month_start))
 
 
 def merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -248,6 +275,7 @@ class _Matcher:
 
     def __init__(self, services: Sequence[ServiceTargets]) -> None:
         self.all_keys = [s.key for s in services]
+        self._endpoints: dict[str, str] = {}  # raw → normalised; the same URLs repeat a lot
         self.by_host: dict[str, list[str]] = defaultdict(list)
         self.by_endpoint: dict[str, list[str]] = defaultdict(list)
         for service in services:
@@ -261,7 +289,10 @@ class _Matcher:
         if outage.kind is CheckKind.SITE:
             return self.all_keys
         if outage.kind is CheckKind.ENDPOINT and (row.endpoint or "").strip():
-            return self.by_endpoint.get(normalise_endpoint(row.endpoint), [])
+            normalised = self._endpoints.get(row.endpoint)
+            if normalised is None:
+                normalised = self._endpoints[row.endpoint] = normalise_endpoint(row.endpoint)
+            return self.by_endpoint.get(normalised, [])
         # A domain row, or an endpoint row with no endpoint: match by host.
         host = (row.domain_name or "").strip().lower() or url_host(row.endpoint or "")
         return self.by_host.get(host, [])
@@ -274,8 +305,15 @@ class _Matcher:
 class ServiceDowntime:
     key: str
     downtime_seconds: int
-    # Ids of the counted outages that count against this service, by start time.
-    outage_ids: tuple[int, ...]
+    # The domain/endpoint outages that count against this service, by start. The member's
+    # site outages count against every service and are kept once, in `site_outage_ids`.
+    service_outage_ids: tuple[int, ...]
+    site_outage_ids: tuple[int, ...] = ()
+
+    @property
+    def outage_ids(self) -> tuple[int, ...]:
+        """Every outage that counts against this service (site ones included), by id."""
+        return tuple(sorted((*self.site_outage_ids, *self.service_outage_ids)))
 
 
 @dataclass(frozen=True)
@@ -283,6 +321,7 @@ class MemberDowntime:
     services: Mapping[str, ServiceDowntime]
     # Every counted outage of the member that counts against at least one service, by id.
     outages: Mapping[int, CountedOutage]
+    site_outage_ids: tuple[int, ...] = ()
 
 
 class _Coverage:
@@ -313,42 +352,63 @@ def member_downtime(
 
     Site outages are merged once for the member. Each service then adds only the part of
     its own domain/endpoint intervals that the site timeline does not already cover, so
-    the union is counted once and the cost is O(n log n) over the member's rows.
+    the union is counted once and the cost is O(n log n) over the member's rows, not
+    O(rows × services).
     """
     matcher = _Matcher(services)
+    clipper = _Clipper(window=window, now=now)
+    clipped = [outage for outage in map(clipper.clip, rows) if outage is not None]
+    # One sort for the member; every per-service list below is then built already in order.
+    clipped.sort()
     site: list[CountedOutage] = []
     specific: dict[str, list[CountedOutage]] = defaultdict(list)
     counted: dict[int, CountedOutage] = {}
-    for row in rows:
-        outage = outage_clip(row=row, window=window, now=now)
-        if outage is None:
-            continue
+    for outage in clipped:
         if outage.kind is CheckKind.SITE:
             if services:
                 site.append(outage)
-                counted[row.id] = outage
+                counted[outage.row_id] = outage
             continue
         keys = matcher.keys_for(outage)
         if keys:
-            counted[row.id] = outage
+            counted[outage.row_id] = outage
             for key in keys:
                 specific[key].append(outage)
-    site.sort(key=lambda o: (o.start_offset, o.row.id))
-    site_coverage = _Coverage(merge_intervals((o.start_offset, o.end_offset) for o in site))
-    site_ids = [o.row.id for o in site]
+    site_coverage = _Coverage(_merge_sorted(site))
+    site_ids = tuple(map(_ROW_ID, site))
     result: dict[str, ServiceDowntime] = {}
     for service in services:
         own = specific.get(service.key, [])
         seconds = site_coverage.total
         if own:
-            for start, end in merge_intervals((o.start_offset, o.end_offset) for o in own):
+            for start, end in _merge_sorted(own):
                 seconds += (end - start) - site_coverage.overlap(start, end)
-            ordered = sorted([*site, *own], key=lambda o: (o.start_offset, o.row.id))
-            ids = tuple(o.row.id for o in ordered)
+        result[service.key] = ServiceDowntime(
+            key=service.key,
+            downtime_seconds=seconds,
+            service_outage_ids=tuple(map(_ROW_ID, own)),
+            site_outage_ids=site_ids,
+        )
+    return MemberDowntime(services=result, outages=counted, site_outage_ids=site_ids)
+
+
+_ROW_ID = itemgetter(1)
+
+
+def _merge_sorted(outages: Sequence[CountedOutage]) -> list[tuple[int, int]]:
+    """merge_intervals for outages already sorted by start (the same rule, without the sort)."""
+    merged: list[tuple[int, int]] = []
+    current_start = current_end = -1
+    for outage in outages:
+        start, end = outage.start_offset, outage.end_offset
+        if merged and start <= current_end:
+            if end > current_end:
+                current_end = end
+                merged[-1] = (current_start, current_end)
         else:
-            ids = tuple(site_ids)
-        result[service.key] = ServiceDowntime(key=service.key, downtime_seconds=seconds, outage_ids=ids)
-    return MemberDowntime(services=result, outages=counted)
+            current_start, current_end = start, end
+            merged.append((start, end))
+    return merged
 
 
 # --- the SLA test and credits ----------------------------------------------------------------

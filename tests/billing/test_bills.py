@@ -85,6 +85,7 @@ def test_it_reproduces_the_worked_example_under_the_always_policy() -> None:
     assert (bills.base, bills.credit, bills.billed) == (Decimal("1584.00"), Decimal("3.67"), Decimal("1580.33"))
     assert alpha.lines[0].outage_ids == (1, 3)
     assert alpha.lines[1].outage_ids == (1, 2, 4)
+    assert (alpha.site_outage_ids, alpha.lines[1].service_outage_ids) == ((1,), (2, 4))
     assert sorted(alpha.outages) == [1, 2, 3, 4]
     assert alpha.outages[4].seconds == 14400
 

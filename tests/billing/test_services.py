@@ -159,7 +159,8 @@ def test_it_stores_the_worked_example_with_its_outages(example_month: None, work
     ongoing = alpha.outages_by_id()[4]
     assert ongoing["status"] == "ongoing" and ongoing["counted_seconds"] == 14400
     assert ongoing["counted_end"] == "2025-04-01T00:00:00Z" and ongoing["end_time"] is None
-    assert alpha.lines.get(service_key="Polkadot").outage_ids == [1, 3]
+    polkadot = alpha.lines.get(service_key="Polkadot")
+    assert (polkadot.service_outage_ids, polkadot.outage_ids) == ([3], [1, 3])
     overview = MonthlyOverview.objects.get(month="2025-03-01")
     assert (overview.base_total, overview.credit_total, overview.billed_total) == (
         Decimal("1584.00"),

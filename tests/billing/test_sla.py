@@ -256,6 +256,8 @@ def test_it_normalises_hosts_and_endpoints(url: str, host: str, endpoint: str) -
 
 
 def test_it_lists_the_outages_that_count_against_each_service() -> None:
+    """Site outage 901 counts for every service (kept once, as a site id); endpoint outage 902 for
+    Kusama only."""
     site = row(utc(2025, 3, 9), utc(2025, 3, 9, 1), row_id=901)
     kusama = row(
         utc(2025, 3, 2), utc(2025, 3, 2, 1), check_type="3", endpoint="wss://kusama.dotters.network", row_id=902
@@ -263,10 +265,14 @@ def test_it_lists_the_outages_that_count_against_each_service() -> None:
     result = member_downtime(
         rows=[site, kusama], services=DOTTERS, window=month_window(year=2025, month=3), now=utc(2026, 1, 1)
     )
-    assert result.services["Kusama"].outage_ids == (902, 901)
+    assert result.site_outage_ids == (901,)
+    assert result.services["Kusama"].service_outage_ids == (902,)
+    assert result.services["Kusama"].outage_ids == (901, 902)
+    assert result.services["Polkadot"].service_outage_ids == ()
     assert result.services["Polkadot"].outage_ids == (901,)
     assert sorted(result.outages) == [901, 902]
     assert result.outages[901].kind is CheckKind.SITE and result.outages[901].seconds == 3600
+    assert result.outages[902].start == utc(2025, 3, 2) and result.outages[902].end == utc(2025, 3, 2, 1)
 
 
 def test_it_gives_a_member_without_services_no_outages() -> None:
