@@ -430,7 +430,9 @@ def _files_missing(record: Statement | MonthlyOverview) -> bool:
 def _statement_files_write(statement: Statement, stem: str, failures: list[str]) -> list[str]:
     folder = draft_dir(statement.month) if statement.status == DocumentStatus.DRAFT else month_dir(statement.month)
     json_path, csv_path, pdf_path = (folder / f"{stem}{ext}" for ext in (".json", ".csv", ".pdf"))
-    _write_text(json_path, json.dumps(statement_document(statement=statement), indent=2, sort_keys=False) + "\n")
+    # Compact: json's C encoder is used only without indent, and a statement can list
+    # thousands of outages. `python -m json.tool` pretty-prints it for a reader.
+    _write_text(json_path, json.dumps(statement_document(statement=statement), separators=(",", ":")) + "\n")
     _write_text(csv_path, statement_csv(statement=statement))
     written = [str(json_path), str(csv_path)]
     pdf = ""
@@ -452,7 +454,7 @@ def _overview_files_write(overview: MonthlyOverview, statements: Sequence[Statem
     folder = draft_dir(overview.month) if overview.status == DocumentStatus.DRAFT else month_dir(overview.month)
     stem = overview_stem(overview.month)
     json_path, csv_path, pdf_path = (folder / f"{stem}{ext}" for ext in (".json", ".csv", ".pdf"))
-    _write_text(json_path, json.dumps(overview_document(overview=overview), indent=2) + "\n")
+    _write_text(json_path, json.dumps(overview_document(overview=overview), indent=2) + "\n")  # small
     _write_text(csv_path, overview_csv(overview=overview))
     written = [str(json_path), str(csv_path)]
     pdf = ""
