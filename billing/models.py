@@ -135,7 +135,8 @@ class StatementLine(models.Model):
 
     @property
     def outage_ids(self) -> list[int]:
-        return sorted(int(outage["id"]) for outage in self.counted_outages())
+        """Ids of every outage that counts against this line, by counted start (then id)."""
+        return [int(outage["id"]) for outage in self.counted_outages()]
 
 
 class MonthlyOverview(models.Model):
