@@ -216,17 +216,20 @@ class UsageCollector:
         self._last_inbox_ns = stamp
         return f"_INBOX.{self.node_id}.usageReply.{stamp}"
 
-    async def collect(self, *, days: Sequence[date], expected: int) -> UsageRoundResult:
-        """Ask for each day separately and store what the nodes answer."""
+    async def collect(self, *, days: Sequence[date], expected: int | None) -> UsageRoundResult:
+        """Ask for each day separately and store what the nodes answer.
+
+        `expected=None` (a manual run with no node table) waits the whole reply window.
+        """
         started = time.perf_counter()
-        result = UsageRoundResult(days=tuple(days), expected=expected)
+        result = UsageRoundResult(days=tuple(days), expected=expected or 0)
         await asyncio.gather(*(self._collect_day(day, expected, result) for day in days))
         result.seconds = time.perf_counter() - started
         logger.info(
             "event=usage_round days=%s expected=%d replied=%s rows_received=%d rows_written=%d rows_unchanged=%d "
             "rejected=%d seconds=%.2f",
             ",".join(d.isoformat() for d in days),
-            expected,
+            expected or 0,
             ",".join(f"{d.isoformat()}:{len(n)}" for d, n in sorted(result.replied.items())),
             result.stored.rows_received,
             result.stored.rows_written,
@@ -236,7 +239,7 @@ class UsageCollector:
         )
         return result
 
-    async def _collect_day(self, day: date, expected: int, result: UsageRoundResult) -> None:
+    async def _collect_day(self, day: date, expected: int | None, result: UsageRoundResult) -> None:
         inbox = self._inbox()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -254,7 +257,7 @@ class UsageCollector:
             await self.nc.publish(SUBJECT_USAGE_REQUEST, UsageRequest.for_day(day).to_json(), reply=inbox)
             await self.nc.flush()
             deadline = asyncio.get_running_loop().time() + self.reply_timeout
-            while len(seen) < max(expected, 1):
+            while expected is None or len(seen) < expected:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     break
@@ -279,7 +282,7 @@ class UsageCollector:
                 await subscription.unsubscribe()
             if stores:
                 await asyncio.gather(*stores, return_exceptions=True)
-        if len(seen) < expected:
+        if expected is not None and len(seen) < expected:
             logger.warning(
                 "event=usage_round_incomplete day=%s expected=%d replied=%d nodes=%s",
                 day.isoformat(),
@@ -350,3 +353,58 @@ def round_days(now: datetime) -> tuple[date, date]:
     """Today and yesterday (UTC): yesterday's last hour is only complete after midnight (DECISIONS 7)."""
     today = now.date()
     return today, today - timedelta(days=1)
+
+
+async def usage_collect_days(
+    *,
+    servers: Sequence[str],
+    node_id: str,
+    days: Sequence[date],
+    expected: int | None,
+    user: str = "",
+    password: str = "",
+    reply_timeout: float = REPLY_TIMEOUT_SECONDS,
+    max_reply_bytes: int = MAX_REPLY_BYTES,
+    counters: ListenerCounters | None = None,
+) -> UsageRoundResult:
+    """A manual or backfill collection (`collect_usage`) on its own short-lived connection.
+
+    Each day is its own request, as in the hourly round; days are asked a few at a time so
+    that a month of backfill does not arrive all at once.
+    """
+    import nats
+
+    nc = await nats.connect(
+        servers=list(servers),
+        user=user or None,
+        password=password or None,
+        no_echo=True,
+        name=f"{node_id} collect_usage",
+    )
+    parse_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-parse")
+    db = DbThread("usage-db")
+    total = UsageRoundResult(days=tuple(days), expected=expected or 0)
+    try:
+        collector = UsageCollector(
+            nc,
+            node_id=node_id,
+            counters=counters or ListenerCounters(),
+            parse_thread=parse_thread,
+            db=db,
+            cache=UsageHitsCache(),
+            reply_timeout=reply_timeout,
+            max_reply_bytes=max_reply_bytes,
+        )
+        for start in range(0, len(days), 2):
+            part = await collector.collect(days=days[start : start + 2], expected=expected)
+            total.replied.update(part.replied)
+            total.stored.add(part.stored)
+            total.rejected.update(part.rejected)
+            total.node_errors.update(part.node_errors)
+            total.seconds += part.seconds
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        await asyncio.get_running_loop().run_in_executor(None, db.shutdown)
+        parse_thread.shutdown(wait=True)
+    return total

@@ -160,13 +160,15 @@ class NetworkShape:
 def network_shape_from_config() -> NetworkShape:
     """Members and services of the synced config; the bundled files when nothing is synced."""
     from django.conf import settings
+    from django.db import DatabaseError
 
     from members.config_files import parse_network_config
     from members.selectors import NoConfigError, config_snapshot_in_force
 
     try:
         config = config_snapshot_in_force(at=datetime.now(UTC)).config
-    except NoConfigError:
+    except (NoConfigError, DatabaseError):
+        # Nothing synced yet (or no migrated DB): the bundled config files stand in.
         urls = settings.COLLATOR.system.config_urls
         files = {}
         for key in ("MembersConfig", "ServicesConfig", "IaasPricingConfig"):
