@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from billing.models import BillingRun, MonthlyOverview, Statement, StatementLine
+from billing.pdf.admin_links import PdfLinkAdminMixin
 from billing.selectors import statement_revision_diff
 from billing.services import BillingError, MonthRunResult, statement_generate_month
 
@@ -119,7 +120,7 @@ def regenerate_months_forced(
 
 
 @admin.register(Statement)
-class StatementAdmin(ReadOnlyAdmin):
+class StatementAdmin(PdfLinkAdminMixin, ReadOnlyAdmin):
     list_display = (
         "number",
         "revision",
@@ -133,7 +134,9 @@ class StatementAdmin(ReadOnlyAdmin):
         "services_missing_sla",
         "config_postdates_month",
         "created_at",
+        "pdf_link",
     )
+    readonly_fields = ("pdf_link",)
     list_filter = (MonthFilter, MemberFilter, "status", "meets_sla", "config_postdates_month")
     search_fields = ("number", "member_key", "member_name")
     ordering = ("-month", "member_key", "-revision")
@@ -159,7 +162,7 @@ class StatementLineAdmin(ReadOnlyAdmin):
 
 
 @admin.register(MonthlyOverview)
-class MonthlyOverviewAdmin(ReadOnlyAdmin):
+class MonthlyOverviewAdmin(PdfLinkAdminMixin, ReadOnlyAdmin):
     list_display = (
         "month_label",
         "revision",
@@ -171,7 +174,9 @@ class MonthlyOverviewAdmin(ReadOnlyAdmin):
         "billed_total",
         "services_missing_sla",
         "created_at",
+        "pdf_link",
     )
+    readonly_fields = ("pdf_link",)
     list_filter = (MonthFilter, "status")
 
 
