@@ -48,12 +48,11 @@ class RequestDaily(models.Model):
 
     class Meta:
         db_table = "requests_daily"
+        # Few indexes on purpose: every index costs on each day's delete-and-rebuild
+        # (measured in bench/bench_api.py). Member stats need the member one.
         indexes = [
             models.Index(fields=["date"], name="requests_daily_date_idx"),
             models.Index(fields=["member_name", "date"], name="requests_daily_member_idx"),
-            models.Index(fields=["domain_name", "date"], name="requests_daily_domain_idx"),
-            models.Index(fields=["country_code", "date"], name="requests_daily_country_idx"),
-            models.Index(fields=["network_asn", "date"], name="requests_daily_asn_idx"),
         ]
 
     def __str__(self) -> str:

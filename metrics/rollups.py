@@ -45,6 +45,8 @@ def _columns(names: Iterable[str]) -> str:
 
 def _refresh_one(day: date) -> None:
     quote = connection.ops.quote_name
+    # MariaDB sorts GROUP BY output unless told not to; the rows go into a table anyway.
+    unsorted = " ORDER BY NULL" if connection.vendor == "mysql" else ""
     tables = [DAILY_TABLE, *(table for table, _ in DIMENSION_TABLES)]
     with connection.cursor() as cursor:
         for table in tables:
@@ -53,7 +55,7 @@ def _refresh_one(day: date) -> None:
         cursor.execute(
             f"INSERT INTO {quote(DAILY_TABLE)} ({quote('date')}, {keys}, {quote('hits')}) "
             f"SELECT {quote('date')}, {keys}, SUM({quote('hits')}) FROM {quote(RAW_TABLE)} "
-            f"WHERE {quote('date')} = %s GROUP BY {quote('date')}, {keys}",
+            f"WHERE {quote('date')} = %s GROUP BY {quote('date')}, {keys}{unsorted}",
             [day],
         )
         for table, columns in DIMENSION_TABLES:
@@ -61,7 +63,7 @@ def _refresh_one(day: date) -> None:
             cursor.execute(
                 f"INSERT INTO {quote(table)} ({quote('date')}, {keys}, {quote('hits')}) "
                 f"SELECT {quote('date')}, {keys}, SUM({quote('hits')}) FROM {quote(DAILY_TABLE)} "
-                f"WHERE {quote('date')} = %s GROUP BY {quote('date')}, {keys}",
+                f"WHERE {quote('date')} = %s GROUP BY {quote('date')}, {keys}{unsorted}",
                 [day],
             )
 

@@ -185,88 +185,96 @@ def _day(value: date | str) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)[:10]
 
 
-def requests_by_country(*, filters: UsageFilter, config: NetworkConfig | None = None) -> list[dict[str, Any]]:
-    model = _source(filters, own={"countries"}, small=RequestDailyCountry)
+def _day_totals(
+    filters: UsageFilter, *, config: NetworkConfig | None, own: set[str], small: type, columns: tuple[str, ...]
+) -> list[tuple[Any, ...]]:
+    """`(day, *columns, requests)` rows, ordered by day, requests descending, then the keys.
+
+    A per-dimension table already holds one row per day and key, so its rows are read as
+    they are, without a GROUP BY. The wide table is grouped in SQL and ordered here.
+    """
+    model = _source(filters, own=own, small=small)
     try:
         rows = _filtered(model, filters, config=config)
     except _NoRows:
         return []
-    grouped = (
-        rows.values("date", "country_code")
-        .annotate(name=Max("country_name"), requests=Sum("hits"))
-        .order_by("date", "-requests", "country_code")
+    if model is not RequestDaily:
+        # Unique per (day, *columns) by the table's key: the rows are the answer.
+        return [
+            (*key, int(hits))
+            for *key, hits in rows.values_list("date", *columns, "hits").order_by("date", "-hits", *columns)
+        ]
+    fetched = rows.values_list("date", *columns).annotate(requests=Sum("hits")).order_by()
+    totals: dict[tuple[Any, ...], int] = defaultdict(int)
+    for *key, hits in fetched:
+        totals[tuple(key)] += int(hits)
+    ordered = sorted(totals.items(), key=lambda item: (item[0][0], -item[1], item[0][1:]))
+    return [(*key, hits) for key, hits in ordered]
+
+
+def requests_by_country(*, filters: UsageFilter, config: NetworkConfig | None = None) -> list[dict[str, Any]]:
+    rows = _day_totals(
+        filters, config=config, own={"countries"}, small=RequestDailyCountry, columns=("country_code", "country_name")
     )
+    # One row per day and code; its name is the greatest seen, as the reference's MAX().
+    grouped: dict[tuple[Any, str], list[Any]] = {}
+    for day, code, name, hits in rows:
+        entry = grouped.setdefault((day, code), [name, 0])
+        entry[0] = max(entry[0], name)
+        entry[1] += hits
+    ordered = sorted(grouped.items(), key=lambda item: (item[0][0], -item[1][1], item[0][1]))
     result: list[dict[str, Any]] = []
-    for row in grouped:
-        item: dict[str, Any] = {"date": _day(row["date"])}
-        if row["country_code"]:
-            item["country"] = row["country_code"]
-        if row["name"]:
-            item["country_name"] = row["name"]
-        item["requests"] = int(row["requests"])
+    for (day, code), (name, hits) in ordered:
+        item: dict[str, Any] = {"date": _day(day)}
+        if code:
+            item["country"] = code
+        if name:
+            item["country_name"] = name
+        item["requests"] = hits
         result.append(item)
     return result
 
 
 def requests_by_asn(*, filters: UsageFilter, config: NetworkConfig | None = None) -> list[dict[str, Any]]:
-    model = _source(filters, own={"asns", "networks"}, small=RequestDailyAsn)
-    try:
-        rows = _filtered(model, filters, config=config)
-    except _NoRows:
-        return []
-    grouped = (
-        rows.values("date", "network_asn", "network_name")
-        .annotate(requests=Sum("hits"))
-        .order_by("date", "-requests", "network_asn", "network_name")
+    rows = _day_totals(
+        filters,
+        config=config,
+        own={"asns", "networks"},
+        small=RequestDailyAsn,
+        columns=("network_asn", "network_name"),
     )
     result: list[dict[str, Any]] = []
-    for row in grouped:
-        item: dict[str, Any] = {"date": _day(row["date"])}
-        if row["network_asn"]:
-            item["asn"] = row["network_asn"]
-        if row["network_name"]:
-            item["network"] = row["network_name"]
-        item["requests"] = int(row["requests"])
+    for day, asn, network, hits in rows:
+        item: dict[str, Any] = {"date": _day(day)}
+        if asn:
+            item["asn"] = asn
+        if network:
+            item["network"] = network
+        item["requests"] = hits
         result.append(item)
     return result
 
 
 def requests_by_service(*, filters: UsageFilter, config: NetworkConfig | None = None) -> list[dict[str, Any]]:
-    model = _source(filters, own={"domains", "services"}, small=RequestDailyDomain)
-    try:
-        rows = _filtered(model, filters, config=config).exclude(domain_name="")
-    except _NoRows:
-        return []
-    grouped = (
-        rows.values("date", "domain_name").annotate(requests=Sum("hits")).order_by("date", "-requests", "domain_name")
+    rows = _day_totals(
+        filters, config=config, own={"domains", "services"}, small=RequestDailyDomain, columns=("domain_name",)
     )
     mapping = domain_service_map(config=config)
     return [
-        {
-            "date": _day(row["date"]),
-            "service": mapping.service_for(row["domain_name"]),
-            "domain": row["domain_name"],
-            "requests": int(row["requests"]),
-        }
-        for row in grouped
+        {"date": _day(day), "service": mapping.service_for(domain), "domain": domain, "requests": hits}
+        for day, domain, hits in rows
+        if domain
     ]
 
 
 def requests_by_member(*, filters: UsageFilter, config: NetworkConfig | None = None) -> list[dict[str, Any]]:
-    model = _source(filters, own={"members"}, small=RequestDailyMember)
-    try:
-        rows = _filtered(model, filters, config=config)
-    except _NoRows:
-        return []
-    grouped = (
-        rows.values("date", "member_name").annotate(requests=Sum("hits")).order_by("date", "-requests", "member_name")
-    )
+    rows = _day_totals(filters, config=config, own={"members"}, small=RequestDailyMember, columns=("member_name",))
     result: list[dict[str, Any]] = []
-    for row in grouped:
-        item: dict[str, Any] = {"date": _day(row["date"])}
-        if row["member_name"]:
-            item["member"] = row["member_name"]
-        item["requests"] = int(row["requests"])
+    for day, member, hits in rows:
+        item: dict[str, Any] = {"date": _day(day)}
+        if member:
+            item["member"] = member
+        item["requests"] = hits
         result.append(item)
     return result
 
