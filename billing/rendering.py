@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("billing.rendering")
 
-DEFAULT_RENDERER = "billing.rendering.NoPdfRenderer"
+DEFAULT_RENDERER = "billing.pdf.renderer.XhtmlPdfRenderer"
 
 
 @runtime_checkable

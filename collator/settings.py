@@ -177,7 +177,7 @@ SLA_CREDIT_POLICY = os.environ.get("SLA_CREDIT_POLICY", "below_threshold")
 SLA_CREDIT_TIERS = [("99.99", "0"), ("99.9", "10"), ("99.0", "25"), ("0", "100")]
 # The class that renders billing PDFs (billing/rendering.py BillingPdfRenderer). The default
 # writes no PDF and says so; the PDF documents issue provides the real one.
-BILLING_PDF_RENDERER = os.environ.get("BILLING_PDF_RENDERER", "billing.rendering.NoPdfRenderer")
+BILLING_PDF_RENDERER = os.environ.get("BILLING_PDF_RENDERER", "billing.pdf.renderer.XhtmlPdfRenderer")
 # A month's billing lock older than this is taken over (its holder died).
 BILLING_LOCK_TIMEOUT_SECONDS = int(os.environ.get("BILLING_LOCK_TIMEOUT_SECONDS", "3600"))
 

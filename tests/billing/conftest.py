@@ -49,8 +49,13 @@ def snapshot_applied() -> SnapshotFactory:
 
 @pytest.fixture
 def work_dir(settings: Any, tmp_path: Path) -> Path:
-    """Billing files go to a temporary WorkDir, so runs never touch each other's files."""
+    """Billing files go to a temporary WorkDir, so runs never touch each other's files.
+
+    The engine's tests check records and companions, not PDFs (tests/billing/test_pdf_*.py
+    do, with `pdf_settings`), so they pin the renderer that writes none.
+    """
     settings.WORK_DIR = tmp_path
+    settings.BILLING_PDF_RENDERER = "billing.rendering.NoPdfRenderer"
     return tmp_path
 
 

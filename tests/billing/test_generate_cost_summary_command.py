@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
+from pypdf import PdfReader
 
 from members.services import config_sync
 
@@ -44,3 +45,8 @@ def test_it_writes_the_day_total_of_the_real_config(ibp_config_dir: Path, settin
     assert document["day"] == "2026-07-02"
     assert document["total"] == "75412.10"
     assert sorted(document["inactive_members"]) == ["RadiumBlock", "Rotko Networks"]
+    pdf_path = Path(text.split("pdf  ")[1].split()[0])
+    assert pdf_path == tmp_path / "tmp" / "service_cost_20260702.pdf"
+    pdf_text = "\n".join(page.extract_text() or "" for page in PdfReader(str(pdf_path)).pages)
+    assert "Stake Plus" in pdf_text
+    assert "$75,412.10" in pdf_text
