@@ -10,7 +10,7 @@ STAMP_DEV := $(VENV)/.dev-installed
 TEST_MYSQL_CONFIG := config/test-mysql.json
 TEST_SQLITE_CONFIG := config/test-sqlite.json
 
-.PHONY: help venv dev deps-system test test-mysql test-sqlite lint format run serve migrate sync-config bench clean
+.PHONY: help venv dev deps-system test test-mysql test-sqlite lint format run serve migrate sync-config bench clean demo demo-check
 
 help:
 	@echo "make demo     run the whole collator on embedded defaults (SQLite, local NATS)"
@@ -88,3 +88,12 @@ clean:
 # `make bench BENCH=bench_ingest` runs one.
 bench: dev
 	COLLATOR_CONFIG=config/bench-mysql.json $(PY) -m bench $(BENCH)
+
+# The whole collator on embedded defaults: SQLite and a filesystem broker in var/demo, a local
+# nats-server (PATH, else the hash-pinned wheel), the real IBP config, a simulated network.
+demo: venv
+	$(PY) scripts/demo.py run
+
+# The same pipeline, headless and bounded, with assertions (CI runs it).
+demo-check: venv
+	$(PY) scripts/demo.py check

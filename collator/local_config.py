@@ -199,8 +199,9 @@ def parse_local_config(raw: Mapping[str, Any], *, source: Path | None, repo_root
             room_id=_env("COLLATOR_MATRIX_ROOM_ID", _string(matrix, "Matrix", "RoomID")),
         ),
         api=ApiConfig(
-            listen_address=_string(api, "CollatorApi", "ListenAddress", "0.0.0.0") or "0.0.0.0",
-            listen_port=_string(api, "CollatorApi", "ListenPort", "9000") or "9000",
+            listen_address=_env("COLLATOR_API_LISTEN_ADDRESS", _string(api, "CollatorApi", "ListenAddress", "0.0.0.0"))
+            or "0.0.0.0",
+            listen_port=_env("COLLATOR_API_LISTEN_PORT", _string(api, "CollatorApi", "ListenPort", "9000")) or "9000",
         ),
     )
 
