@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import URLPattern, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from billing.api import BillingBreakdownView, BillingPdfDownloadView, BillingPdfsView, BillingSummaryView
 from collator.health import HealthView
 from members.api import MembersView, ServicesSummaryView, ServicesView
 from metrics.api import (
@@ -46,8 +47,10 @@ urlpatterns: list = [
     api_path("services", ServicesView.as_view(), "api-services"),
     api_path("services/summary", ServicesSummaryView.as_view(), "api-services-summary"),
     api_path("health", HealthView.as_view(), "api-health"),
-    # The billing endpoints (billing/api.py, views using collator.auth.BillingAccessMixin) go here:
-    # billing/breakdown, billing/summary, billing/pdfs, billing/pdfs/download.
+    api_path("billing/breakdown", BillingBreakdownView.as_view(), "api-billing-breakdown"),
+    api_path("billing/summary", BillingSummaryView.as_view(), "api-billing-summary"),
+    api_path("billing/pdfs", BillingPdfsView.as_view(), "api-billing-pdfs"),
+    api_path("billing/pdfs/download", BillingPdfDownloadView.as_view(), "api-billing-pdfs-download"),
     api_path("schema", SpectacularAPIView.as_view(custom_settings=SCHEMA_SETTINGS), "api-schema"),
     api_path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), "api-docs"),
 ]

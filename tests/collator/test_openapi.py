@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,10 @@ EXPECTED_PATHS = {
     "/api/services",
     "/api/services/summary",
     "/api/health",
+    "/api/billing/breakdown",
+    "/api/billing/summary",
+    "/api/billing/pdfs",
+    "/api/billing/pdfs/download",
 }
 
 
@@ -68,7 +73,19 @@ def wsgi_app_in_test_transaction() -> Iterator[Any]:
 
 
 @pytest.fixture
-def api_schema(network_config: NetworkConfig, api: Client, wsgi_app_in_test_transaction: Any) -> Any:  # noqa: F811
+def api_schema(
+    network_config: NetworkConfig,  # noqa: F811
+    api: Client,  # noqa: F811
+    wsgi_app_in_test_transaction: Any,
+    settings: Any,
+    tmp_path: Path,
+) -> Any:
+    # A billing folder with one month's files, so that listing and download answer 200s too.
+    settings.WORK_DIR = tmp_path
+    folder = tmp_path / "tmp" / "2025-03"
+    folder.mkdir(parents=True)
+    (folder / "2025_03-Monthly_Overview.pdf").write_bytes(b"%PDF-1.4 overview")
+    (folder / "2025_03-IBP-Service_Stake_Plus.pdf").write_bytes(b"%PDF-1.4 statement")
     add_usage(
         [
             {
