@@ -24,8 +24,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView, exception_handler, set_rollback
+
+from collator.throttling import AnonThrottle
 
 logger = logging.getLogger("collator.api")
 
@@ -93,17 +94,6 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
     )
     response["X-Request-ID"] = request_id
     return response
-
-
-class AnonThrottle(AnonRateThrottle):
-    """Per-IP throttling of anonymous clients (DECISIONS 20), rate from the settings.
-
-    DRF's own class reads the rate once at import; this one reads it per request, so a
-    changed setting applies at once.
-    """
-
-    def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
 class PublicApiView(APIView):

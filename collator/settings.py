@@ -160,7 +160,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["collator.throttling.AnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_ANON_THROTTLE_RATE", "6000/minute")},
     "UNAUTHENTICATED_USER": None,
 }
@@ -202,6 +202,45 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Imported by beat and workers at start-up: connects beat_init to the code-owned schedule sync.
 CELERY_IMPORTS = ("collator.schedule",)
 CELERY_TASK_IGNORE_RESULT = True
+
+# --- Caches -------------------------------------------------------------------------------
+# "default" is shared by every process (gunicorn workers, the NATS listener, celery): per-IP
+# throttle counts and the usage-rollup version that keys the API's response cache
+# (metrics/api_cache.py). Redis when REDIS_URL (or a redis:// Celery broker) is set, which
+# needs the `redis` package; else the database's cache table, which needs no other service
+# and works on SQLite and MariaDB (created by collator/migrations/0002_cache_table.py, or
+# `manage.py createcachetable`). "api_responses" is each process's own memory in front of it.
+_REDIS_URL = os.environ.get("REDIS_URL", "").strip() or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+if _REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _REDIS_URL,
+            "KEY_PREFIX": "collator",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "collator_cache",
+            "KEY_PREFIX": "collator",
+            "OPTIONS": {"MAX_ENTRIES": int(os.environ.get("CACHE_MAX_ENTRIES", "5000"))},
+        }
+    }
+CACHES["api_responses"] = {
+    "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+    "LOCATION": "api-responses",
+    "OPTIONS": {"MAX_ENTRIES": int(os.environ.get("API_RESPONSE_CACHE_ENTRIES", "64"))},
+}
+# Seconds a cached API response may be served; a rollup refresh invalidates it at once anyway.
+API_RESPONSE_CACHE_SECONDS = int(os.environ.get("API_RESPONSE_CACHE_SECONDS", "3600"))
+# How many proxies in front of the API append to X-Forwarded-For. 0 (the default): the header
+# is ignored and the throttle counts the connecting address, which a client cannot forge.
+NUM_PROXIES = int(os.environ.get("NUM_PROXIES", "0"))
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 
 # --- Matrix alerts (metrics/alerts.py, nats-protocol §11) ----------------------------------
 # At most this many alerts go out one by one per window; the rest of the window is folded

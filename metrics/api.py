@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
@@ -19,6 +20,7 @@ from collator.api_common import (
 )
 from members.selectors import network_config_current
 from metrics import selectors
+from metrics.api_cache import cached_json
 from metrics.serializers import (
     DowntimeEventSerializer,
     DowntimeEventsFilterSerializer,
@@ -51,14 +53,24 @@ def _usage_filter(query: dict[str, Any]) -> selectors.UsageFilter:
 
 
 class _RequestsView(PublicApiView):
+    """Month-long queries are asked again and again (every dashboard visitor asks the same
+    month); the body is cached per query until the rollups change (metrics/api_cache.py)."""
+
     selector = staticmethod(selectors.requests_by_country)
+    endpoint = "country"
     needs_config = False
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         filters = _usage_filter(validated_query(RequestsFilterSerializer, request))
         # The config is read only when it matters: the service filter and domain names.
-        config = network_config_current() if (self.needs_config or filters.services) else None
-        return Response(self.selector(filters=filters, config=config))
+        uses_config = self.needs_config or bool(filters.services)
+        config_key = selectors.config_applied_identity() if uses_config else ""
+
+        def compute() -> list[dict[str, Any]]:
+            return self.selector(filters=filters, config=network_config_current() if uses_config else None)
+
+        body = cached_json(endpoint=self.endpoint, query=f"{filters!r}|{config_key}", compute=compute)
+        return HttpResponse(body, content_type="application/json")
 
 
 @extend_schema(
@@ -77,6 +89,7 @@ class RequestsCountryView(_RequestsView):
 )
 class RequestsAsnView(_RequestsView):
     selector = staticmethod(selectors.requests_by_asn)
+    endpoint = "asn"
 
 
 @extend_schema(
@@ -86,6 +99,7 @@ class RequestsAsnView(_RequestsView):
 )
 class RequestsServiceView(_RequestsView):
     selector = staticmethod(selectors.requests_by_service)
+    endpoint = "service"
     needs_config = True
 
 
@@ -96,6 +110,7 @@ class RequestsServiceView(_RequestsView):
 )
 class RequestsMemberView(_RequestsView):
     selector = staticmethod(selectors.requests_by_member)
+    endpoint = "member"
 
 
 class RequestsSummaryView(PublicApiView):

@@ -16,6 +16,8 @@ from datetime import date
 
 from django.db import connection, transaction
 
+from metrics.api_cache import usage_rollups_version_bump
+
 logger = logging.getLogger("metrics.rollups")
 
 RAW_TABLE = "requests"
@@ -81,6 +83,8 @@ def usage_rollups_refresh(*, dates: Iterable[date]) -> None:
         logger.info(
             "event=usage_rollups_refreshed date=%s duration_ms=%d", day.isoformat(), (time.monotonic() - started) * 1000
         )
+        # Cached API bodies were built from the old rollups (metrics/api_cache.py).
+        usage_rollups_version_bump()
 
 
 def usage_dates_with_rows(*, start: date | None = None, end: date | None = None) -> list[date]:

@@ -29,6 +29,7 @@ from billing.sla import (
     url_host,
 )
 from members.config_files import NetworkConfig
+from members.models import ConfigSnapshot
 from metrics.models import (
     CHECK_TYPE_WORDS,
     LEGACY_CHECK_TYPES,
@@ -124,6 +125,18 @@ def service_domains(*, config: NetworkConfig | None, services: Iterable[str]) ->
         candidates |= {f"{service.key.lower()}{suffix}" for suffix in _TRIMMED_SUFFIXES}
         domains |= {host for host in candidates if host and mapping.service_for(host) == service.key}
     return domains
+
+
+def config_applied_identity() -> str:
+    """`<id>:<hash>` of the config the API serves (members.selectors.network_config_current),
+    "" before the first sync: part of the cache key of bodies that depend on the config."""
+    latest = (
+        ConfigSnapshot.objects.filter(status=ConfigSnapshot.Status.APPLIED)
+        .order_by("-applied_at", "-id")
+        .values_list("id", "content_hash")
+        .first()
+    )
+    return f"{latest[0]}:{latest[1]}" if latest else ""
 
 
 # --- usage -----------------------------------------------------------------------------------
