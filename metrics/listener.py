@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import nats
+from django.db import connection
 from nats.aio.client import Client
 
 from metrics.collection import (
@@ -138,7 +139,9 @@ class NatsListener:
         self.last_join_sent: datetime | None = None
         self.last_rounds: list[UsageRoundResult] = []
         self._events_db = DbThread("nats-events-db")
-        self._usage_db = DbThread("nats-usage-db")
+        # SQLite has one writer at a time: all DB work then goes through one thread, so the
+        # listener never waits on (or trips over) its own lock.
+        self._usage_db = self._events_db if connection.vendor == "sqlite" else DbThread("nats-usage-db")
         self._parse_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nats-parse")
         self._usage_cache = UsageHitsCache()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -199,7 +202,8 @@ class NatsListener:
             await self._events_db.run(self._flush_nodes)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._events_db.shutdown)
-        await loop.run_in_executor(None, self._usage_db.shutdown)
+        if self._usage_db is not self._events_db:
+            await loop.run_in_executor(None, self._usage_db.shutdown)
         self._parse_thread.shutdown(wait=True)
         logger.info("event=listener_stopped node_id=%s counters=%s", self.config.node_id, self.counters.snapshot())
 

@@ -603,8 +603,10 @@ def parse_usage_date(text: str) -> date:
         raise ProtocolError("invalid_date", f"not a usage date: {text[:40]!r}") from exc
 
 
-# Record fields in tuple order. `nodeid` is last: it is always "" on the wire (§5.6).
+# Record fields in tuple order: Go's struct order, which is also what Go peers send, so a
+# record in that exact shape is taken as-is by the fast path below.
 USAGE_RECORD_FIELDS = (
+    "nodeid",
     "date",
     "domain",
     "memberName",
@@ -614,17 +616,19 @@ USAGE_RECORD_FIELDS = (
     "countryName",
     "hits",
     "isIPv6",
-    "nodeid",
 )
 _RECORD_EXACT = {name: index for index, name in enumerate(USAGE_RECORD_FIELDS)}
 _RECORD_FOLDED = {name.lower(): index for index, name in enumerate(USAGE_RECORD_FIELDS)}
-_HITS, _IPV6 = 7, 8
+_HITS, _IPV6 = 8, 9
+_GO_RECORD_TYPES = (str, str, str, str, str, str, str, str, int, bool)
+_EMPTY_RECORD = ("", "", "", "", "", "", "", "", 0, False)
 _RESPONSE_KEYS = {"nodeid", "usagerecords", "error"}
 HITS_MAX = 2**32 - 1  # INT UNSIGNED
 
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
+    node_id: str = ""  # always "" on the wire (§5.6)
     date: str = ""
     domain: str = ""
     member_name: str = ""
@@ -634,7 +638,6 @@ class UsageRecord:
     country_name: str = ""
     hits: int = 0
     is_ipv6: bool = False
-    node_id: str = ""
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> UsageRecord:
@@ -686,7 +689,12 @@ class _RecordDecoder:
         self.float_hits = 0
 
     def __call__(self, pairs: list[tuple[str, Any]]) -> Any:
-        values: list[Any] = ["", "", "", "", "", "", "", 0, False, ""]
+        if len(pairs) == 10:
+            # Fast path, all in C: a record exactly as Go writes it (names, order, types).
+            keys, ordered = zip(*pairs, strict=True)
+            if keys == USAGE_RECORD_FIELDS and tuple(map(type, ordered)) == _GO_RECORD_TYPES:
+                return ordered
+        values: list[Any] = list(_EMPTY_RECORD)
         memo = self.memo
         for key, value in pairs:
             index = _RECORD_EXACT.get(key)
@@ -729,7 +737,7 @@ def decode_usage_reply(data: bytes | str) -> UsageReply:
     if isinstance(top, tuple):
         # An object without `usageRecords` or `error` (e.g. `{"nodeID":"DNS-02"}`) looks like a
         # record to the hook; its node id sits in the record's `nodeid` slot.
-        return UsageReply(node_id=top[-1], error="", records=None, float_hits=decoder.float_hits)
+        return UsageReply(node_id=top[0], error="", records=None, float_hits=decoder.float_hits)
     if not isinstance(top, _Response):
         raise ProtocolError("wrong_type", f"UsageResponse: expected an object, got {_json_type(top)}")
     node_id, error, records = "", "", None
@@ -756,7 +764,7 @@ def decode_usage_reply(data: bytes | str) -> UsageReply:
                         "wrong_type", f"UsageResponse.usageRecords[]: expected an object, got {_json_type(item)}"
                     )
             # A null element decodes to an all-zero record in Go.
-            records = [item if item is not None else ("", "", "", "", "", "", "", 0, False, "") for item in value]
+            records = [item if item is not None else _EMPTY_RECORD for item in value]
     return UsageReply(node_id=node_id, error=error, records=records, float_hits=decoder.float_hits)
 
 

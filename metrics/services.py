@@ -367,19 +367,19 @@ def usage_upsert_batch(*, rows: Sequence[Sequence[Any]], rows_per_statement: int
 
 
 class UsageHitsCache:
-    """The hits last written per (date, node), so that an unchanged row is not written again.
+    """What was last written per (date, node), so that an unchanged row is not written again.
 
-    Each day is loaded from the table the first time a process touches it, so a fresh
-    process (or `collect_usage`) also skips unchanged rows. Keys are held as their hash to
-    keep 500,000 rows in tens of MB; a false "unchanged" needs a 64-bit hash collision AND
-    equal hits. A failed write forgets the (date, node), which is then reloaded.
+    Held as the set of hashes of (node, key, hits) of the node's last reply for that day:
+    500,000 rows take ~30 MB. A day is loaded from the table the first time a process
+    touches it, so a fresh process (or `collect_usage`) also skips unchanged rows. A false
+    "unchanged" would need a 64-bit hash collision; a failed write forgets the (date, node).
     """
 
     def __init__(self, *, max_entries: int = 64) -> None:
         self.max_entries = max_entries
-        self._days: dict[tuple[date, str], dict[int, int]] = {}
+        self._days: dict[tuple[date, str], set[int]] = {}
 
-    def hits_for(self, day: date, node_id: str) -> dict[int, int]:
+    def written(self, day: date, node_id: str) -> set[int]:
         key = (day, node_id)
         known = self._days.get(key)
         if known is None:
@@ -390,14 +390,17 @@ class UsageHitsCache:
                 del self._days[min(self._days, key=lambda k: k[0])]
         return known
 
+    def replace(self, day: date, node_id: str, hashes: set[int]) -> None:
+        self._days[(day, node_id)] = hashes
+
     def forget(self, day: date, node_id: str) -> None:
         self._days.pop((day, node_id), None)
 
-    def _load(self, day: date, node_id: str) -> dict[int, int]:
+    def _load(self, day: date, node_id: str) -> set[int]:
         key_columns = ", ".join(USAGE_KEY_COLUMNS[2:])
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT {key_columns}, hits FROM requests WHERE date = %s AND node_id = %s", [day, node_id])
-            return {hash((day, node_id, *row[:-1])): row[-1] for row in cursor.fetchall()}
+            return {hash((node_id, day, *row)) for row in cursor.fetchall()}
 
 
 @dataclass
@@ -429,18 +432,18 @@ def usage_reply_store(
     result = UsageStoreResult(rows_received=len(rows))
     if not rows:
         return result
-    by_day: dict[date, list[tuple[Any, ...]]] = {}
+    by_day: dict[date, list[tuple[tuple[Any, ...], int]]] = {}
     for key, hits in rows.items():
-        by_day.setdefault(key[0], []).append((*key, hits))
+        by_day.setdefault(key[0], []).append((key, hits))
     for day, day_rows in sorted(by_day.items()):
-        known = cache.hits_for(day, node_id) if cache is not None else {}
+        known = cache.written(day, node_id) if cache is not None else set()
+        hashes: set[int] = set()
         changed: list[tuple[Any, ...]] = []
-        hashes: list[int] = []
-        for row in day_rows:
-            row_hash = hash((day, node_id, *row[1:-1]))
-            if known.get(row_hash) != row[-1]:
-                changed.append((day, node_id, *row[1:]))
-                hashes.append(row_hash)
+        for key, hits in day_rows:
+            row_hash = hash((node_id, *key, hits))
+            hashes.add(row_hash)
+            if row_hash not in known:
+                changed.append((day, node_id, *key[1:], hits))
         result.rows_unchanged += len(day_rows) - len(changed)
         if changed:
             try:
@@ -449,9 +452,9 @@ def usage_reply_store(
                 if cache is not None:
                     cache.forget(day, node_id)
                 raise
-            for row_hash, row in zip(hashes, changed, strict=True):
-                known[row_hash] = row[-1]
             result.rows_written += len(changed)
+        if cache is not None:
+            cache.replace(day, node_id, hashes)
         result.dates.add(day)
     result.nodes.add(node_id)
     return result

@@ -414,6 +414,10 @@ class SimulatedNetwork:
             await node.nc.flush()
         for monitor_id in self.monitor_ids:
             self.monitor_ncs.append(await self._connect(monitor_id))
+        peers = [(n.node_id, ROLE_DNS, n.nc) for n in self.dns_nodes]
+        peers += [(m, ROLE_MONITOR, nc) for m, nc in zip(self.monitor_ids, self.monitor_ncs, strict=True)]
+        for node_id, role, nc in peers:
+            await nc.subscribe(SUBJECT_CLUSTER, cb=self._join_answerer(node_id, role, nc))
         await self.join_all()
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
 
@@ -427,6 +431,23 @@ class SimulatedNetwork:
             if nc is not None and not nc.is_closed:
                 with contextlib.suppress(Exception):
                     await nc.drain()
+
+    def _join_answerer(self, node_id: str, role: str, nc: Any) -> Callable[[Any], Any]:
+        """Answer a newcomer's join with our own, as NEW peers do (§6.1)."""
+        known: set[str] = set()
+
+        async def on_cluster(msg: Any) -> None:
+            try:
+                sender = ClusterMessage.from_json(msg.data).sender.node_id
+            except ProtocolError:
+                return
+            if sender and sender != node_id and sender not in known:
+                known.add(sender)
+                await nc.publish(
+                    SUBJECT_CLUSTER, ClusterMessage.join(node_id=node_id, role=role, at=self.clock()).to_json()
+                )
+
+        return on_cluster
 
     async def join_all(self) -> None:
         now = self.clock()

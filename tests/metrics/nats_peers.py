@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -26,8 +27,25 @@ def listener_config(url: str, **overrides: Any) -> ListenerConfig:
     return ListenerConfig(**values)
 
 
-async def with_listener(url: str, body: Callable[[NatsListener], Awaitable[Any]], **overrides: Any) -> Any:
-    listener = NatsListener(listener_config(url, **overrides))
+class SettableClock:
+    """An injectable clock. (time-machine would also freeze time.monotonic, and with it the
+    event loop's timers.)"""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def with_listener(
+    url: str,
+    body: Callable[[NatsListener], Awaitable[Any]],
+    *,
+    clock: Callable[[], datetime] | None = None,
+    **overrides: Any,
+) -> Any:
+    listener = NatsListener(listener_config(url, **overrides), **({"clock": clock} if clock else {}))
     await listener.start()
     try:
         return await body(listener)

@@ -197,7 +197,7 @@ def test_it_matches_keys_case_insensitively_ignores_unknown_ones_and_reads_null_
     assert vote == Vote(proposal_id="p", sender_node_id="m", node_id="", agree=True)
     assert vote.timestamp.is_zero
     reply = decode_usage_reply(b'{"NODEID":"DNS-01","UsageRecords":[{"NodeID":"","Hits":5,"DATE":"2025-03-14"}]}')
-    assert (reply.node_id, reply.records) == ("DNS-01", [("2025-03-14", "", "", "", "", "", "", 5, False, "")])
+    assert (reply.node_id, reply.records) == ("DNS-01", [("", "2025-03-14", "", "", "", "", "", "", 5, False)])
 
 
 @pytest.mark.parametrize(
@@ -232,7 +232,7 @@ def test_it_rejects_what_go_rejects(kind: type, wire: bytes, reason: str) -> Non
 
 def test_it_accepts_a_whole_float_for_hits_and_counts_it() -> None:
     reply = decode_usage_reply(b'{"nodeID":"D","usageRecords":[{"date":"2025-03-14","hits":5.0}]}')
-    assert (reply.records[0][7], reply.float_hits) == (5, 1)
+    assert (reply.records[0][8], reply.float_hits) == (5, 1)
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,11 @@ import asyncio
 from datetime import UTC, date, datetime
 
 import pytest
-import time_machine
 
 from metrics.listener import NatsListener
 from metrics.models import MemberEvent, RequestStat
 from metrics.simulator import NetworkShape, SimulatedNetwork, SimulatorOptions, day_fraction
-from tests.metrics.nats_peers import wait_until, with_listener
+from tests.metrics.nats_peers import SettableClock, wait_until, with_listener
 from tests.nats_server import NatsServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,7 +49,8 @@ def test_it_captures_yesterdays_last_hour_in_the_first_round_after_midnight(nats
     yesterday again, stores the full day."""
     options = SimulatorOptions(nats_url=nats_server.url, dns_nodes=2, monitors=0, records_per_node=40, seed=3)
     day = date(2025, 3, 14)
-    network = SimulatedNetwork(options, SHAPE)
+    clock = SettableClock(datetime(2025, 3, 14, 22, 59, 0, tzinfo=UTC))
+    network = SimulatedNetwork(options, SHAPE, clock=clock)
     full = {node.node_id: sum(node.day_totals(day)) for node in network.dns_nodes}
     at_2300 = {
         node.node_id: sum(int(t * (82_500 / 86_400)) for t in node.day_totals(day)) for node in network.dns_nodes
@@ -63,27 +63,27 @@ def test_it_captures_yesterdays_last_hour_in_the_first_round_after_midnight(nats
     async def body(listener: NatsListener) -> None:
         await network.start()
         await wait_until(lambda: listener.active_count("IBPDns") == 2)
-        with time_machine.travel(datetime(2025, 3, 14, 23, 0, 0, tzinfo=UTC), tick=False):
-            late = await listener.collect_usage()
+        clock.now = datetime(2025, 3, 14, 23, 0, 0, tzinfo=UTC)
+        late = await listener.collect_usage()
         assert late.days == (day, date(2025, 3, 13))
         stored_2300 = await asyncio.to_thread(per_node_totals)
         assert {node: hits for (d, node), hits in stored_2300.items() if d == day} == at_2300
-        with time_machine.travel(datetime(2025, 3, 15, 0, 0, 5, tzinfo=UTC), tick=False):
-            # The nodes' heartbeats keep them live in the node table an hour later.
-            await network.join_all()
-            await wait_until(lambda: listener.active_count("IBPDns") == 2)
-            first_after_midnight = await listener.collect_usage()
+        clock.now = datetime(2025, 3, 15, 0, 0, 5, tzinfo=UTC)
+        # The nodes' heartbeats keep them live in the node table an hour later.
+        await network.join_all()
+        await wait_until(lambda: listener.active_count("IBPDns") == 2)
+        first_after_midnight = await listener.collect_usage()
         assert first_after_midnight.days == (date(2025, 3, 15), day)
         assert first_after_midnight.dates == {day}  # 15 March has no traffic written yet
         stored_0000 = await asyncio.to_thread(per_node_totals)
         assert {node: hits for (d, node), hits in stored_0000.items() if d == day} == at_0000
-        with time_machine.travel(datetime(2025, 3, 15, 1, 0, 5, tzinfo=UTC), tick=False):
-            await network.join_all()
-            await wait_until(lambda: listener.active_count("IBPDns") == 2)
-            await listener.collect_usage()
+        clock.now = datetime(2025, 3, 15, 1, 0, 5, tzinfo=UTC)
+        await network.join_all()
+        await wait_until(lambda: listener.active_count("IBPDns") == 2)
+        await listener.collect_usage()
         await network.stop()
 
-    asyncio.run(with_listener(nats_server.url, body))
+    asyncio.run(with_listener(nats_server.url, body, clock=clock))
     assert {node: hits for (d, node), hits in per_node_totals().items() if d == day} == full
     assert set(RequestStat.objects.values_list("date", flat=True)) == {day, date(2025, 3, 13), date(2025, 3, 15)}
     assert sum(at_2300.values()) < sum(at_0000.values()) < sum(full.values())
