@@ -32,6 +32,8 @@ logger = logging.getLogger("collator.health")
 
 # The listener announces itself every 90 s (nats-protocol §6); three missed beats is stale.
 HEARTBEAT_STALE_AFTER = timedelta(seconds=270)
+# The listener saves its state every 5 s; a minute without a save means it is not running.
+LISTENER_STATE_STALE_AFTER = timedelta(seconds=60)
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -68,13 +70,40 @@ def nats_listener_state(*, now: datetime) -> dict[str, Any]:
     node_id = settings.COLLATOR.nats.node_id
     node = ClusterNode.objects.filter(node_id=node_id).first()
     if node is None:
-        return {"last_heard": None, "node_id": node_id, "state": "unknown"}
-    age = now - node.last_heard
+        state: dict[str, Any] = {"last_heard": None, "node_id": node_id, "state": "unknown"}
+    else:
+        age = now - node.last_heard
+        state = {
+            "age_seconds": int(age.total_seconds()),
+            "last_heard": _when(node.last_heard),
+            "node_id": node_id,
+            "state": "ok" if age <= HEARTBEAT_STALE_AFTER else "stale",
+        }
+    state.update(listener_process_state(node_id=node_id, now=now))
+    return dict(sorted(state.items()))
+
+
+def listener_process_state(*, node_id: str, now: datetime) -> dict[str, Any]:
+    """What the running listener saved (metrics/listener_state.py); {} before it ever ran.
+
+    `process` is `ok` while the listener saves every few seconds, `stale` when it has not
+    for LISTENER_STATE_STALE_AFTER (stopped, crashed, or cut off from the database).
+    """
+    from metrics.listener_state_models import ListenerState
+
+    row = ListenerState.objects.filter(node_id=node_id).first()
+    if row is None:
+        return {}
+    fresh = now - row.updated_at <= LISTENER_STATE_STALE_AFTER
     return {
-        "age_seconds": int(age.total_seconds()),
-        "last_heard": _when(node.last_heard),
-        "node_id": node_id,
-        "state": "ok" if age <= HEARTBEAT_STALE_AFTER else "stale",
+        "connected": bool(row.connected and fresh),
+        "durable_finalize": row.durable_finalize,
+        "last_collection": dict(sorted((row.last_collection or {}).items())),
+        "last_heartbeat_sent": _when(row.last_heartbeat_sent),
+        "process": "ok" if fresh else "stale",
+        "process_updated_at": _when(row.updated_at),
+        "queue_depth": dict(sorted((row.queue_depths or {}).items())),
+        "queue_dropped": dict(sorted((row.queue_dropped or {}).items())),
     }
 
 
@@ -149,7 +178,11 @@ class HealthSerializer(serializers.Serializer):
     database = serializers.JSONField(help_text="ok, error")
     last_statement_run = serializers.DateTimeField(allow_null=True)
     last_usage_date = serializers.DateField(allow_null=True)
-    nats_listener = serializers.JSONField(help_text="state (ok, stale, unknown), node_id, last_heard")
+    nats_listener = serializers.JSONField(
+        help_text="state (ok, stale, unknown), node_id, last_heard; once the listener ran also connected, "
+        "last_heartbeat_sent, last_collection (per node), queue_depth, queue_dropped, durable_finalize, "
+        "process (ok, stale), process_updated_at"
+    )
     ssl = serializers.ChoiceField(choices=["disabled", "enabled", "error"])
     status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
     timestamp = serializers.DateTimeField()

@@ -249,3 +249,20 @@ MATRIX_ALERT_BURST_LIMIT = int(os.environ.get("MATRIX_ALERT_BURST_LIMIT", "10"))
 MATRIX_ALERT_BURST_WINDOW_SECONDS = float(os.environ.get("MATRIX_ALERT_BURST_WINDOW_SECONDS", "60"))
 # Alerts waiting for the homeserver; beyond this they are dropped, logged and counted.
 MATRIX_ALERT_QUEUE_SIZE = int(os.environ.get("MATRIX_ALERT_QUEUE_SIZE", "1000"))
+
+# --- Listener durability (metrics/durability.py, metrics/durable_finalize.py) ---------------
+# While the database is unreachable, finalizes and usage replies are held in order and
+# retried with back-off (base doubling up to max). Beyond the bound: finalizes refuse the
+# newest (held order kept), usage drops the oldest reply; both logged and counted.
+NATS_FINALIZE_QUEUE_MAX = int(os.environ.get("NATS_FINALIZE_QUEUE_MAX", "100000"))
+NATS_USAGE_QUEUE_MAX = int(os.environ.get("NATS_USAGE_QUEUE_MAX", "48"))
+NATS_DB_RETRY_BASE_SECONDS = float(os.environ.get("NATS_DB_RETRY_BASE_SECONDS", "0.5"))
+NATS_DB_RETRY_MAX_SECONDS = float(os.environ.get("NATS_DB_RETRY_MAX_SECONDS", "30"))
+# Opt-in: read consensus.finalize through a durable JetStream stream and consumer (created
+# when missing); falls back to the core subscription when the server has no JetStream.
+NATS_DURABLE_FINALIZE = _env_bool("NATS_DURABLE_FINALIZE", False)
+NATS_FINALIZE_STREAM = os.environ.get("NATS_FINALIZE_STREAM", "IBP_FINALIZE")
+NATS_FINALIZE_CONSUMER = os.environ.get("NATS_FINALIZE_CONSUMER", "")  # default "<NodeID>_finalize"
+NATS_FINALIZE_STREAM_RETENTION = os.environ.get("NATS_FINALIZE_STREAM_RETENTION", "limits")
+NATS_FINALIZE_STREAM_MAX_AGE_SECONDS = float(os.environ.get("NATS_FINALIZE_STREAM_MAX_AGE_SECONDS", str(7 * 24 * 3600)))
+NATS_FINALIZE_MAX_ACK_PENDING = int(os.environ.get("NATS_FINALIZE_MAX_ACK_PENDING", "1000"))

@@ -15,6 +15,14 @@ Seams for alerts, durability and metrics (issue 4): `counters` (one place for ev
 counter, with observers), `finalize_hooks` (called with each FinalizeOutcome after its
 transaction committed) and `usage_hooks` (called with each UsageStoreResult, whose
 `dates` feed the rollup refresh).
+
+Wired here (issue 4): Matrix alerts (metrics/alerts.py) from the finalize hook; Prometheus
+counters (metrics/telemetry.py) mirrored from `counters` and saved every few seconds; the
+usage rollups refreshed in the background after each stored reply
+(metrics/rollup_refresher.py); finalizes and usage replies held in bounded, ordered queues
+and retried while the database is unreachable (metrics/durability.py); optionally,
+finalizes read from a durable JetStream consumer (metrics/durable_finalize.py); and the
+listener's state saved for /api/health (metrics/listener_state.py).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import nats
 from django.db import connection
 from nats.aio.client import Client
 
+from metrics.alerts import alerts_finalize_hook, alerts_start, alerts_stop
 from metrics.collection import (
     MAX_REPLY_BYTES,
     REPLY_TIMEOUT_SECONDS,
@@ -40,6 +49,9 @@ from metrics.collection import (
     UsageRoundResult,
     round_days,
 )
+from metrics.durability import DROP_NEWEST, DROP_OLDEST, DROPPED, FAILED, WRITTEN, OrderedRetryQueue
+from metrics.durable_finalize import DurableAck, DurableFinalizeConfig, DurableFinalizeConsumer
+from metrics.listener_state import listener_state_flush_loop
 from metrics.nats_counters import ListenerCounters
 from metrics.protocol import (
     ROLE_COLLATOR,
@@ -57,6 +69,7 @@ from metrics.protocol import (
     ProtocolError,
     Vote,
 )
+from metrics.rollup_refresher import RollupRefresher
 from metrics.services import (
     FinalizeOutcome,
     FinalizeRejected,
@@ -69,6 +82,7 @@ from metrics.services import (
     finalize_state_prune,
     role_guess,
 )
+from metrics.telemetry import telemetry_collection_observed, telemetry_counter_observer, telemetry_flush_loop
 
 logger = logging.getLogger("metrics.listener")
 
@@ -98,6 +112,19 @@ class ListenerConfig:
     collect_usage_hourly: bool = True
     node_flush_seconds: float = 5.0
     reconnect_wait_seconds: float = 2.0
+    # Durability (metrics/durability.py): bounds of the queues held while the DB is down.
+    finalize_queue_max: int = 100_000
+    usage_queue_max: int = 48
+    db_retry_base_seconds: float = 0.5
+    db_retry_max_seconds: float = 30.0
+    stop_drain_seconds: float = 10.0
+    # NATS_DURABLE_FINALIZE (metrics/durable_finalize.py).
+    durable_finalize: bool = False
+    durable: DurableFinalizeConfig = field(default_factory=DurableFinalizeConfig)
+    # How often the telemetry snapshot and the listener state are saved; the rollup pause.
+    telemetry_flush_seconds: float = 5.0
+    state_flush_seconds: float = 5.0
+    rollup_pause_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -125,11 +152,43 @@ FinalizeHook = Callable[[FinalizeMessage, FinalizeOutcome], Awaitable[None] | No
 UsageHook = Callable[[UsageStoreResult], Awaitable[None] | None]
 
 
+@dataclass(frozen=True)
+class HeldFinalize:
+    """A finalize on its way to the DB; `ack` is set when it came from the durable stream."""
+
+    message: FinalizeMessage
+    votes: dict[str, bool]
+    ack: DurableAck | None = None
+
+
+@dataclass(frozen=True)
+class HeldUsage:
+    """A usage store call (metrics.services.usage_reply_store and its arguments)."""
+
+    function: Callable[..., UsageStoreResult]
+    kwargs: dict[str, Any]
+
+
+class _UsageDbGate:
+    """What the usage collector writes through: the listener's usage retry queue.
+
+    A reply held for a database that is down reports nothing stored yet; when it is written
+    later, the listener counts it and runs the usage hooks then.
+    """
+
+    def __init__(self, listener: NatsListener) -> None:
+        self._listener = listener
+
+    async def run(self, function: Callable[..., UsageStoreResult], /, **kwargs: Any) -> UsageStoreResult:
+        return await self._listener._usage_submit(HeldUsage(function, kwargs))
+
+
 class NatsListener:
     def __init__(self, config: ListenerConfig, *, clock: Clock = utc_now, counters: ListenerCounters | None = None):
         self.config = config
         self.clock = clock
         self.counters = counters or ListenerCounters()
+        self.counters.add_observer(telemetry_counter_observer)
         self.nodes: dict[str, KnownNode] = {}
         self.proposals: dict[str, CachedProposal] = {}
         self.finalize_hooks: list[FinalizeHook] = []
@@ -148,19 +207,58 @@ class NatsListener:
         self._reply_join: asyncio.Task[None] | None = None
         self._collector: UsageCollector | None = None
         self._round_lock = asyncio.Lock()
+        self.finalize_hooks.append(alerts_finalize_hook)  # sync; only queues ids, never waits
+        self.usage_hooks.append(self._usage_observed)
+        self.started_at: datetime | None = None
+        self.last_collection: dict[str, datetime] = {}
+        self.durable: DurableFinalizeConsumer | None = None
+        self.finalize_queue: OrderedRetryQueue[HeldFinalize] = OrderedRetryQueue(
+            name="finalize",
+            write=self._finalize_write,
+            on_written=self._finalize_written,
+            on_failed=self._finalize_failed,
+            max_items=config.finalize_queue_max,
+            overflow=DROP_NEWEST,  # keeps the held ones in order; JetStream redelivers a refused one
+            base_delay=config.db_retry_base_seconds,
+            max_delay=config.db_retry_max_seconds,
+        )
+        self.usage_queue: OrderedRetryQueue[HeldUsage] = OrderedRetryQueue(
+            name="usage",
+            write=self._usage_write,
+            on_written=self._usage_written_late,
+            on_failed=self._usage_failed,
+            max_items=config.usage_queue_max,
+            overflow=DROP_OLDEST,  # a node's next reply carries the day total again
+            base_delay=config.db_retry_base_seconds,
+            max_delay=config.db_retry_max_seconds,
+        )
+        self.rollups = RollupRefresher(
+            db=self._usage_db,
+            pause=config.rollup_pause_seconds,
+            base_delay=max(config.db_retry_base_seconds, 0.1),
+            max_delay=config.db_retry_max_seconds,
+        )
+        self._flush_tasks: list[asyncio.Task[Any]] = []
 
     # --- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect (retrying for ever), subscribe, announce ourselves, start the timers."""
-        await self._events_db.run(self._warm_nodes)
+        # A bad Matrix block stops start-up here, with MatrixConfigError.
+        await alerts_start()
+        self.started_at = self.clock()
+        try:
+            await self._events_db.run(self._warm_nodes)
+        except Exception as exc:
+            # The database may be down at start-up: writes are held until it is back.
+            logger.warning("event=warm_nodes_failed error=%r", str(exc)[:200])
         self.nc = await self._connect()
         self._collector = UsageCollector(
             self.nc,
             node_id=self.config.node_id,
             counters=self.counters,
             parse_thread=self._parse_thread,
-            db=self._usage_db,
+            db=_UsageDbGate(self),
             cache=self._usage_cache,
             reply_timeout=self.config.reply_timeout,
             max_reply_bytes=self.config.max_reply_bytes,
@@ -172,7 +270,14 @@ class NatsListener:
         await self.nc.subscribe(SUBJECT_CLUSTER, cb=self._guard(self._on_cluster, MAX_CONSENSUS_BYTES), **limits)
         await self.nc.subscribe(SUBJECT_PROPOSE, cb=self._guard(self._on_propose, MAX_CONSENSUS_BYTES), **limits)
         await self.nc.subscribe(SUBJECT_VOTE, cb=self._guard(self._on_vote, MAX_CONSENSUS_BYTES), **limits)
-        await self.nc.subscribe(SUBJECT_FINALIZE, cb=self._guard(self._on_finalize, MAX_CONSENSUS_BYTES), **limits)
+        if self.config.durable_finalize:
+            durable = DurableFinalizeConsumer(
+                self.nc, node_id=self.config.node_id, config=self.config.durable, handle=self._on_durable_finalize
+            )
+            if await durable.setup():
+                self.durable = durable
+        if self.durable is None:
+            await self.nc.subscribe(SUBJECT_FINALIZE, cb=self._guard(self._on_finalize, MAX_CONSENSUS_BYTES), **limits)
         # The usage collector counts and size-checks usage messages itself.
         await self.nc.subscribe(SUBJECT_USAGE_DATA, cb=self._guard(self._on_usage_data, None), **limits)
         await self.nc.flush()
@@ -183,7 +288,25 @@ class NatsListener:
         ]
         if self.config.collect_usage_hourly:
             self._tasks.append(asyncio.create_task(self._usage_schedule_loop(), name="usage-schedule"))
-        logger.info("event=listener_started node_id=%s servers=%s", self.config.node_id, ",".join(self.config.servers))
+        self.rollups.start()
+        if self.durable is not None:
+            self.durable.start()
+        self._flush_tasks = [
+            asyncio.create_task(
+                telemetry_flush_loop(process=self.config.node_id, interval=self.config.telemetry_flush_seconds),
+                name="telemetry",
+            ),
+            asyncio.create_task(
+                listener_state_flush_loop(snapshot=self.state_snapshot, interval=self.config.state_flush_seconds),
+                name="listener-state",
+            ),
+        ]
+        logger.info(
+            "event=listener_started node_id=%s servers=%s durable_finalize=%s",
+            self.config.node_id,
+            ",".join(self.config.servers),
+            "on" if self.durable is not None else "off",
+        )
 
     async def stop(self) -> None:
         """Stop the timers, drain the subscriptions, finish DB work, close connections."""
@@ -193,11 +316,27 @@ class NatsListener:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        drain = self.config.stop_drain_seconds
+        if self.durable is not None:
+            # Stop fetching, then settle what is in hand while the connection can still ack;
+            # whatever stays unacknowledged is delivered again after the restart.
+            await self.durable.stop()
+            await self.finalize_queue.close(drain_timeout=drain)
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.drain(), timeout=30)
             with contextlib.suppress(Exception):
                 await self.nc.close()
+        await self.finalize_queue.close(drain_timeout=drain)
+        await self.usage_queue.close(drain_timeout=drain)
+        await self.rollups.stop(timeout=max(drain, 30.0))
+        await alerts_stop()
+        for task in self._flush_tasks:
+            task.cancel()
+        for task in self._flush_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._flush_tasks = []
         with contextlib.suppress(Exception):
             await self._events_db.run(self._flush_nodes)
         loop = asyncio.get_running_loop()
@@ -395,20 +534,76 @@ class NatsListener:
         self.node_heard(message.decider, role_hint=ROLE_MONITOR)
         await self.finalize_apply(message)
 
-    async def finalize_apply(self, message: FinalizeMessage) -> FinalizeOutcome | None:
-        """Apply one decoded finalize; public so that a durable consumer can feed it too."""
+    async def _on_durable_finalize(self, data: bytes, ack: DurableAck) -> None:
+        """A finalize from the durable JetStream consumer: acked only once settled."""
+        self.counters.message(SUBJECT_FINALIZE)
+        if len(data) > MAX_CONSENSUS_BYTES:
+            self.counters.reject("oversized", subject=SUBJECT_FINALIZE, detail=f"{len(data)} bytes")
+            await ack.ack()
+            return
+        try:
+            message = FinalizeMessage.from_json(data)
+        except ProtocolError as exc:
+            self.counters.reject(exc.reason, subject=SUBJECT_FINALIZE, detail=str(exc))
+            await ack.ack()  # a bad message stays bad: never deliver it again
+            return
+        self.node_heard(message.decider, role_hint=ROLE_MONITOR)
+        try:
+            await self.finalize_apply(message, ack=ack)
+        except Exception as exc:
+            logger.exception("event=handler_failed subject=%s", SUBJECT_FINALIZE)
+            self.counters.reject("handler_error", subject=SUBJECT_FINALIZE, detail=repr(exc))
+            await ack.nak()
+
+    async def finalize_apply(
+        self, message: FinalizeMessage, *, ack: DurableAck | None = None
+    ) -> FinalizeOutcome | None:
+        """Apply one decoded finalize; public so that a durable consumer can feed it too.
+
+        Returns the outcome when it was written now; None when it was ignored, refused, or
+        held because the database is unreachable (it is written, in order, once it is back).
+        """
         if not message.passed:
             self.counters.finalize_outcome("ignored")
+            if ack is not None:
+                await ack.ack()
             return None
         cached = self.proposals.get(message.proposal.id)
         votes = dict(cached.votes) if cached else {}
-        try:
-            outcome: FinalizeOutcome = await self._events_db.run(
-                downtime_finalize, message=message, now=self.clock(), votes=votes
-            )
-        except FinalizeRejected as exc:
-            self.counters.reject(exc.reason, subject=SUBJECT_FINALIZE, detail=str(exc))
-            return None
+        item = HeldFinalize(message, votes, ack)
+        submitted = await self.finalize_queue.submit(item)
+        if submitted.status == WRITTEN:
+            await self._finalize_written(item, submitted.result)
+            return submitted.result  # type: ignore[no-any-return]
+        if submitted.status == FAILED:
+            assert submitted.error is not None
+            await self._finalize_failed(item, submitted.error)
+        elif submitted.status == DROPPED:
+            self.counters.reject("queue_full", subject=SUBJECT_FINALIZE, detail=message.proposal.id)
+            if ack is not None:
+                await ack.nak(delay=self.config.db_retry_max_seconds)  # JetStream delivers it again
+        return None
+
+    async def _finalize_write(self, item: HeldFinalize) -> FinalizeOutcome:
+        outcome: FinalizeOutcome = await self._events_db.run(
+            downtime_finalize, message=item.message, now=self.clock(), votes=item.votes
+        )
+        return outcome
+
+    async def _finalize_failed(self, item: HeldFinalize, exc: BaseException) -> None:
+        reason = getattr(exc, "reason", "db_error")
+        self.counters.reject(reason, subject=SUBJECT_FINALIZE, detail=f"{item.message.proposal.id}: {exc}")
+        if isinstance(exc, FinalizeRejected) or reason == "db_error":
+            if reason == "db_error":
+                logger.error("event=finalize_failed proposal_id=%s error=%r", item.message.proposal.id, str(exc)[:300])
+            if item.ack is not None:
+                await item.ack.ack()  # it would fail the same way again
+        # Still held at shutdown: not acknowledged, so the durable stream delivers it again.
+
+    async def _finalize_written(self, item: HeldFinalize, outcome: FinalizeOutcome) -> None:
+        message = item.message
+        if item.ack is not None:
+            await item.ack.ack()
         self.counters.finalize_outcome(outcome.action)
         if outcome.action in ("opened", "recorded_closed"):
             self.counters.rows_written("member_events", 1)
@@ -431,13 +626,70 @@ class NatsListener:
                     await pending
             except Exception:
                 logger.exception("event=finalize_hook_failed proposal_id=%s", message.proposal.id)
-        return outcome
 
     # --- usage (§9) ----------------------------------------------------------------------
 
     async def _on_usage_data(self, subject: str, data: bytes) -> None:
         assert self._collector is not None
         await self._collector.handle_unsolicited(subject, data)
+
+    async def _usage_submit(self, item: HeldUsage) -> UsageStoreResult:
+        submitted = await self.usage_queue.submit(item)
+        if submitted.status == WRITTEN:
+            return submitted.result  # type: ignore[no-any-return]
+        if submitted.status == FAILED:
+            assert submitted.error is not None
+            raise submitted.error  # the collector logs and counts it, as before
+        if submitted.status == DROPPED:
+            self.counters.reject("queue_full", subject="usage_store", detail=str(item.kwargs.get("node_id", "")))
+        rows = item.kwargs.get("rows") or {}
+        return UsageStoreResult(rows_received=len(rows))
+
+    async def _usage_write(self, item: HeldUsage) -> UsageStoreResult:
+        stored: UsageStoreResult = await self._usage_db.run(item.function, **item.kwargs)
+        return stored
+
+    async def _usage_written_late(self, item: HeldUsage, stored: UsageStoreResult) -> None:
+        logger.info(
+            "event=usage_reply_stored_after_retry node_id=%s rows_written=%d rows_unchanged=%d",
+            item.kwargs.get("node_id", ""),
+            stored.rows_written,
+            stored.rows_unchanged,
+        )
+        self.counters.rows_written("requests", stored.rows_written)
+        self.counters.rows_written("requests_unchanged", stored.rows_unchanged)
+        await self._usage_stored(stored)
+
+    async def _usage_failed(self, item: HeldUsage, exc: BaseException) -> None:
+        self.counters.reject(
+            getattr(exc, "reason", "db_error"), subject="usage_store", detail=f"{item.kwargs.get('node_id', '')}: {exc}"
+        )
+
+    def _usage_observed(self, stored: UsageStoreResult) -> None:
+        """A usage hook: note each node's last stored reply, and refresh the days' rollups."""
+        now = self.clock()
+        for node_id in stored.nodes:
+            self.last_collection[node_id] = now
+        self.rollups.add(stored.dates)
+
+    def state_snapshot(self) -> dict[str, Any]:
+        """What metrics/listener_state.py saves for /api/health."""
+        return {
+            "node_id": self.config.node_id,
+            "connected": bool(self.nc is not None and self.nc.is_connected),
+            "last_heartbeat_sent": self.last_join_sent,
+            "last_collection": dict(self.last_collection),
+            "queue_depths": {
+                "finalize": self.finalize_queue.depth,
+                "usage": self.usage_queue.depth,
+                "rollups": self.rollups.depth,
+                "durable_in_hand": self.durable.in_hand if self.durable is not None else 0,
+            },
+            "queue_dropped": {"finalize": self.finalize_queue.dropped, "usage": self.usage_queue.dropped},
+            "durable_finalize": self.durable is not None,
+            "started_at": self.started_at,
+            "now": self.clock(),
+        }
 
     async def _usage_stored(self, stored: UsageStoreResult) -> None:
         for hook in self.usage_hooks:
@@ -465,6 +717,7 @@ class NatsListener:
             return UsageRoundResult(days=days, expected=0)
         async with self._round_lock:
             result = await self._collector.collect(days=days, expected=expected)
+        telemetry_collection_observed(seconds=result.seconds)
         self.last_rounds = [result, *self.last_rounds[:23]]
         return result
 
@@ -521,6 +774,18 @@ def listener_config_from_settings(settings: Any, **overrides: Any) -> ListenerCo
         "user": nats_config.user,
         "password": nats_config.password,
         "max_reply_bytes": int(getattr(settings, "NATS_MAX_REPLY_BYTES", MAX_REPLY_BYTES)),
+        "finalize_queue_max": int(getattr(settings, "NATS_FINALIZE_QUEUE_MAX", 100_000)),
+        "usage_queue_max": int(getattr(settings, "NATS_USAGE_QUEUE_MAX", 48)),
+        "db_retry_base_seconds": float(getattr(settings, "NATS_DB_RETRY_BASE_SECONDS", 0.5)),
+        "db_retry_max_seconds": float(getattr(settings, "NATS_DB_RETRY_MAX_SECONDS", 30.0)),
+        "durable_finalize": bool(getattr(settings, "NATS_DURABLE_FINALIZE", False)),
+        "durable": DurableFinalizeConfig(
+            stream=str(getattr(settings, "NATS_FINALIZE_STREAM", "IBP_FINALIZE")),
+            consumer=str(getattr(settings, "NATS_FINALIZE_CONSUMER", "")),
+            retention=str(getattr(settings, "NATS_FINALIZE_STREAM_RETENTION", "limits")),
+            max_age_seconds=float(getattr(settings, "NATS_FINALIZE_STREAM_MAX_AGE_SECONDS", 7 * 24 * 3600)),
+            max_ack_pending=int(getattr(settings, "NATS_FINALIZE_MAX_ACK_PENDING", 1000)),
+        ),
     }
     values.update(overrides)
     return ListenerConfig(**values)
