@@ -150,8 +150,8 @@ class ClusterNode(models.Model):
         return f"{self.node_id} ({self.node_role})"
 
 
-from metrics.matrix_models import MatrixSession, TelemetrySnapshot  # noqa: E402, F401  (models live there)
 from metrics.listener_state_models import ListenerState  # noqa: E402, F401  (listener state lives there)
+from metrics.matrix_models import MatrixSession, TelemetrySnapshot  # noqa: E402, F401  (models live there)
 from metrics.rollup_models import (  # noqa: E402, F401  (rollups live there)
     RequestDaily,
     RequestDailyAsn,
