@@ -95,5 +95,7 @@ demo: venv
 	$(PY) scripts/demo.py run
 
 # The same pipeline, headless and bounded, with assertions (CI runs it).
+# It works in var/demo-check, emptied first, so it checks this run and nothing older.
 demo-check: venv
-	$(PY) scripts/demo.py check
+	rm -rf var/demo-check
+	DEMO_WORK_DIR=var/demo-check $(PY) scripts/demo.py check

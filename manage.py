@@ -15,7 +15,13 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collator.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from collator.local_config import LocalConfigError
+
+    try:
+        execute_from_command_line(sys.argv)
+    except LocalConfigError as exc:
+        # A broken config file is the operator's to fix: one line that names it, no traceback.
+        sys.exit(f"config error: {exc}")
 
 
 if __name__ == "__main__":

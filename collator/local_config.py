@@ -172,7 +172,7 @@ def parse_local_config(raw: Mapping[str, Any], *, source: Path | None, repo_root
         source=source,
         system=SystemConfig(
             work_dir=work_dir,
-            log_level=_string(system, "System", "LogLevel", "Info") or "Info",
+            log_level=_env("COLLATOR_LOG_LEVEL", _string(system, "System", "LogLevel", "Info")) or "Info",
             config_urls=config_urls,
             config_reload_seconds=_positive_int(system, "System", "ConfigReloadTime", DEFAULT_CONFIG_RELOAD_SECONDS),
             minimum_offline_seconds=_positive_int(

@@ -61,6 +61,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's CSS and JS under gunicorn, with no web server in front (the demo).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,6 +136,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = WORK_DIR / "static"
+# Without a collected STATIC_ROOT (a fresh checkout), WhiteNoise finds the files in the apps.
+WHITENOISE_USE_FINDERS = True
 
 # --- Logging: one structured line per event ----------------------------------------------
 _LOG_LEVELS = {

@@ -399,12 +399,18 @@ class SimulatedNetwork:
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def _connect(self, name: str) -> Any:
+        async def quiet_error(error: Exception) -> None:
+            # nats-py logs every failed reconnect with a traceback unless given a callback; a
+            # simulated peer only needs one line.
+            logger.warning("event=simulator_nats_error peer=%s error=%r", name, str(error))
+
         return await nats.connect(
             servers=[self.options.nats_url],
             name=name,
             no_echo=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
+            error_cb=quiet_error,
         )
 
     async def start(self) -> None:

@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,13 +28,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-WORK_DIR = Path(os.environ.get("DEMO_WORK_DIR", REPO / "var" / "demo"))
+WORK_DIR = Path(os.environ.get("DEMO_WORK_DIR", REPO / "var" / "demo")).resolve()
 NATS_PORT = int(os.environ.get("DEMO_NATS_PORT", "14222"))
 API_PORT = int(os.environ.get("DEMO_API_PORT", "9000"))
 DNS_NODES = int(os.environ.get("DEMO_DNS_NODES", "4"))
 MONITORS = int(os.environ.get("DEMO_MONITORS", "3"))
 SEED = os.environ.get("DEMO_SEED", "7")
 SUMMARY_FILE = WORK_DIR / "demo-summary.json"
+# Written once last month is billed: the Celery worker waits for it (see command_wait_ready).
+BILLED_FILE = WORK_DIR / "demo-billed"
+# When this run started: the gates ignore what an earlier run left in the node table.
+RUN_STARTED = float(os.environ.get("DEMO_RUN_STARTED", "0") or 0)
 ADMIN_FILE = WORK_DIR / "admin-login.json"
 
 
@@ -45,7 +50,9 @@ def demo_env() -> dict[str, str]:
             "COLLATOR_WORK_DIR": str(WORK_DIR),
             "COLLATOR_NATS_URL": f"nats://127.0.0.1:{NATS_PORT}",
             "COLLATOR_NATS_NODE_ID": "COLLATOR-DEMO",
-            "COLLATOR_API_LISTEN_ADDRESS": "0.0.0.0",
+            # Loopback only: the admin password is printed on the screen.
+            "COLLATOR_API_LISTEN_ADDRESS": "127.0.0.1",
+            "COLLATOR_LOG_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "Warn"),
             "COLLATOR_API_LISTEN_PORT": str(API_PORT),
             "GUNICORN_WORKERS": "2",
             "PYTHONUNBUFFERED": "1",
@@ -95,8 +102,21 @@ def nats_server_binary() -> str:
     return str(candidate)
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def prepare() -> dict[str, str]:
     """Migrate, sync the bundled config, make sure an admin login exists. Idempotent."""
+    for name, port in (("DEMO_API_PORT", API_PORT), ("DEMO_NATS_PORT", NATS_PORT)):
+        if not port_is_free(port):
+            raise SystemExit(f"demo: port {port} is taken; choose another with {name}=<port>")
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     log(f"work dir {WORK_DIR}")
     manage("migrate", "--noinput", "-v", "0")
@@ -121,12 +141,16 @@ def prepare() -> dict[str, str]:
 def procfile() -> Path:
     python = sys.executable
     nats_store = WORK_DIR / "nats"
+    # nats-server stops last: on Ctrl-C honcho signals everything at once, and the listener and
+    # the simulator leave the cluster cleanly only while the server is still there.
+    nats = f"{nats_server_binary()} -a 127.0.0.1 -p {NATS_PORT} -js -sd {nats_store}"
     lines = {
-        "nats": f"{nats_server_binary()} -a 127.0.0.1 -p {NATS_PORT} -js -sd {nats_store}",
+        "nats": f"sh -c 'setsid {nats} & pid=$!; trap \"sleep 4; kill -TERM $pid\" TERM INT; wait $pid; wait $pid'",
         "listener": f"{python} manage.py run_nats_listener",
         "simulator": (
             f"sh -c '{python} scripts/demo.py wait-listener && exec {python} manage.py simulate_network "
             f"--seed {SEED} --dns-nodes {DNS_NODES} --monitors {MONITORS} --records-per-node 1500 "
+            f"--outages-per-hour 60 "
             f"--backfill-month {previous_month()} --backfill-per-day 3'"
         ),
         "worker": (
@@ -143,6 +167,7 @@ def procfile() -> Path:
 
 def start_supervisor() -> subprocess.Popen[bytes]:
     env = demo_env()
+    env["DEMO_RUN_STARTED"] = str(time.time())
     return subprocess.Popen(
         [str(VENV_BIN / "honcho"), "-f", str(procfile()), "-d", str(REPO), "start"],
         cwd=REPO,
@@ -169,15 +194,25 @@ def get_json(path: str) -> object:
         return json.loads(response.read())
 
 
+def stop_on_signals(supervisor: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, a closed terminal or a `kill` all stop the whole stack, never just this script."""
+
+    def handler(signum: int, _frame: object) -> None:
+        stop(supervisor)
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
 def command_run(_: argparse.Namespace) -> int:
     login = prepare()
     SUMMARY_FILE.unlink(missing_ok=True)
+    BILLED_FILE.unlink(missing_ok=True)
     supervisor = start_supervisor()
+    stop_on_signals(supervisor)
     log(f"admin: http://127.0.0.1:{API_PORT}/admin/  user {login['username']}  password {login['password']}")
-    try:
-        return supervisor.wait()
-    except KeyboardInterrupt:
-        return stop(supervisor)
+    return supervisor.wait()
 
 
 def stop(supervisor: subprocess.Popen[bytes]) -> int:
@@ -220,31 +255,34 @@ def wait_until(condition, *, seconds: float, what: str) -> None:  # type: ignore
     raise SystemExit(f"demo: timed out after {seconds:.0f} s waiting for {what}")
 
 
-def listener_is_up() -> bool:
-    from datetime import timedelta
+def _since():  # type: ignore[no-untyped-def]
+    """Heard during this run (with a little slack for clocks), not in an earlier one."""
+    from datetime import UTC, datetime, timedelta
 
-    from django.db import close_old_connections
     from django.utils import timezone
+
+    if RUN_STARTED:
+        return datetime.fromtimestamp(RUN_STARTED, tz=UTC) - timedelta(seconds=2)
+    return timezone.now() - timedelta(minutes=5)
+
+
+def listener_is_up() -> bool:
+    from django.db import close_old_connections
 
     from metrics.models import ClusterNode
 
     close_old_connections()
-    recent = timezone.now() - timedelta(minutes=5)
-    return ClusterNode.objects.filter(node_id="COLLATOR-DEMO", last_heard__gte=recent).exists()
+    return ClusterNode.objects.filter(node_id="COLLATOR-DEMO", last_heard__gte=_since()).exists()
 
 
 def dns_nodes_heard() -> int:
-    from datetime import timedelta
-
     from django.db import close_old_connections
-    from django.utils import timezone
 
     from metrics.models import ClusterNode
     from metrics.protocol import ROLE_DNS
 
     close_old_connections()
-    recent = timezone.now() - timedelta(minutes=5)
-    return ClusterNode.objects.filter(node_role=ROLE_DNS, last_heard__gte=recent).count()
+    return ClusterNode.objects.filter(node_role=ROLE_DNS, last_heard__gte=_since()).count()
 
 
 def command_wait_listener(_: argparse.Namespace) -> int:
@@ -257,7 +295,7 @@ def command_wait_listener(_: argparse.Namespace) -> int:
 def command_wait_ready(_: argparse.Namespace) -> int:
     """Gate for the Celery worker: its start-up catch-up must not bill the month before the
     backfill has arrived (it would be right, but a revision 2 would follow at once)."""
-    wait_until(SUMMARY_FILE.exists, seconds=600, what="the demo bootstrap")
+    wait_until(BILLED_FILE.exists, seconds=600, what="the demo bootstrap")
     return 0
 
 
@@ -281,15 +319,19 @@ def command_bootstrap(_: argparse.Namespace) -> int:
     month = previous_month()
     wait_until(listener_is_up, seconds=120, what="the NATS listener")
     wait_until(lambda: dns_nodes_heard() >= DNS_NODES, seconds=120, what=f"{DNS_NODES} simulated DNS nodes")
-    log(f"backfilling usage for {month} and today through NATS request-reply")
+    log(f"backfilling usage for {month} and this month to date through NATS request-reply")
     manage("collect_usage", "--month", month, "--expected", str(DNS_NODES), "--timeout", "20")
-    manage("collect_usage", "--expected", str(DNS_NODES), "--timeout", "20")
+    today = time.gmtime()
+    this_month = [f"--date={today.tm_year}-{today.tm_mon:02d}-{day:02d}" for day in range(1, today.tm_mday + 1)]
+    manage("collect_usage", *this_month, "--expected", str(DNS_NODES), "--timeout", "20")
     log(f"waiting for the simulator's {month} outages to be recorded")
     wait_until(lambda: outages_settled(month), seconds=180, what=f"outages of {month}")
     manage("rebuild_usage_rollups", "--start", f"{month}-01", "--end", time.strftime("%Y-%m-%d", time.gmtime()))
     log(f"generating the statements of {month} and today's cost summary")
     manage("generate_invoices", "--month", month)
     manage("generate_cost_summary")
+    BILLED_FILE.touch()
+    time.sleep(8)  # let the Celery worker's start-up banner pass, so the summary stays on screen
     summary = demo_summary(month)
     SUMMARY_FILE.write_text(json.dumps(summary, indent=2))
     print_summary(summary)
@@ -361,10 +403,14 @@ def print_summary(summary: dict[str, object]) -> None:
 
 
 def command_check(arguments: argparse.Namespace) -> int:
-    """`make demo-check`: the same pipeline, headless and bounded, then assertions."""
+    """`make demo-check`: the same pipeline, headless and bounded, then assertions.
+
+    It runs in a work dir of its own, emptied first, so that it checks this run only."""
     prepare()
     SUMMARY_FILE.unlink(missing_ok=True)
+    BILLED_FILE.unlink(missing_ok=True)
     supervisor = start_supervisor()
+    stop_on_signals(supervisor)
     failures: list[str] = []
     try:
         deadline = time.monotonic() + arguments.seconds
@@ -393,6 +439,7 @@ DEMO_CHECKS = (
     "PDFs hold the member names",
     "/api/requests/summary answers with non-zero figures",
     "/api/billing/summary answers with non-zero figures",
+    "the admin serves its login page and its CSS",
 )
 
 
@@ -430,6 +477,13 @@ def demo_assertions(summary: dict[str, object]) -> list[str]:
     else:
         if not _has_positive_number(billing_summary):
             failures.append(f"/api/billing/summary has no non-zero figure: {str(billing_summary)[:200]}")
+    for path in ("/admin/login/", "/static/admin/css/base.css"):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}{path}", timeout=30) as response:
+                if response.status != 200:
+                    failures.append(f"{path} answered {response.status}")
+        except OSError as exc:
+            failures.append(f"{path} failed: {exc}")
     return failures
 
 
