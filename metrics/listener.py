@@ -232,8 +232,11 @@ class NatsListener:
             base_delay=config.db_retry_base_seconds,
             max_delay=config.db_retry_max_seconds,
         )
+        # Rollups are rebuilt on a thread of their own, so that a day's rebuild never makes
+        # the next usage reply wait for the usage writer.
+        self._rollup_db = self._events_db if connection.vendor == "sqlite" else DbThread("nats-rollup-db")
         self.rollups = RollupRefresher(
-            db=self._usage_db,
+            db=self._rollup_db,
             pause=config.rollup_pause_seconds,
             base_delay=max(config.db_retry_base_seconds, 0.1),
             max_delay=config.db_retry_max_seconds,
@@ -343,6 +346,8 @@ class NatsListener:
         await loop.run_in_executor(None, self._events_db.shutdown)
         if self._usage_db is not self._events_db:
             await loop.run_in_executor(None, self._usage_db.shutdown)
+        if self._rollup_db is not self._events_db:
+            await loop.run_in_executor(None, self._rollup_db.shutdown)
         self._parse_thread.shutdown(wait=True)
         logger.info("event=listener_stopped node_id=%s counters=%s", self.config.node_id, self.counters.snapshot())
 

@@ -61,7 +61,7 @@ def test_it_sends_one_offline_for_a_triple_finalize_and_edits_it_on_recovery(
     async def body(listener: NatsListener) -> None:
         await publish_finalizes(nats_server.url, [(f"MONITOR-{i}", offline) for i in (1, 2, 3)])
         await wait_until(lambda: sum(listener.counters.finalize.values()) == 3)
-        homeserver.wait_for(1)
+        await asyncio.to_thread(homeserver.wait_for, 1)
         await publish_finalizes(nats_server.url, [("MONITOR-1", offline_then("p-2", True, "2025-03-01T01:10:00Z"))])
         await wait_until(lambda: listener.counters.finalize["closed"] == 1)
 
@@ -84,7 +84,7 @@ def test_it_edits_on_recovery_after_a_listener_restart(nats_server: NatsServer, 
     async def first(listener: NatsListener) -> None:
         await publish_finalizes(nats_server.url, [("MONITOR-1", offline_then("r-1", False, "2025-03-01T02:00:00Z"))])
         await wait_until(lambda: listener.counters.finalize["opened"] == 1)
-        homeserver.wait_for(1)
+        await asyncio.to_thread(homeserver.wait_for, 1)
 
     async def second(listener: NatsListener) -> None:
         await publish_finalizes(nats_server.url, [("MONITOR-2", offline_then("r-2", True, "2025-03-01T02:30:00Z"))])
