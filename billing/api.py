@@ -31,6 +31,8 @@ _ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 429: ErrorSerializer}
 
 
 class BillingBreakdownView(BillingAccessMixin, PublicApiView):
+    """Per member and service: base cost, uptime, credits and billed amount for a month."""
+
     @extend_schema(
         summary="SLA-adjusted billing per member and service for a month (issued figures for closed months)",
         parameters=[BreakdownFilterSerializer],
@@ -50,6 +52,8 @@ class BillingBreakdownView(BillingAccessMixin, PublicApiView):
 
 
 class BillingSummaryView(BillingAccessMixin, PublicApiView):
+    """Network base cost, and the current month's credits and SLA misses to date."""
+
     @extend_schema(
         summary="Base costs and the current month's credits to date",
         responses={200: BillingSummarySerializer, 401: ErrorSerializer, 429: ErrorSerializer},
@@ -59,6 +63,8 @@ class BillingSummaryView(BillingAccessMixin, PublicApiView):
 
 
 class BillingPdfsView(BillingAccessMixin, PublicApiView):
+    """The monthly overview and member statement PDFs, grouped by month."""
+
     @extend_schema(
         summary="Billing PDFs, newest month first",
         parameters=[PdfListFilterSerializer],
@@ -82,6 +88,8 @@ def content_disposition(file_name: str) -> str:
 
 
 class BillingPdfDownloadView(BillingAccessMixin, PublicApiView):
+    """Download one listed PDF; nothing the client sends is used to build a path."""
+
     @extend_schema(
         summary="One billing PDF: the month's overview, or a member's statement",
         parameters=[PdfDownloadFilterSerializer],
