@@ -168,3 +168,37 @@ def test_it_holds_a_usage_round_while_the_db_is_away_and_refreshes_the_rollups_a
     assert nodes_seen == ["DNS-01", "DNS-02"]
     assert sorted(RequestStat.objects.values_list("node_id", "hits")) == [("DNS-01", 1520), ("DNS-02", 480)]
     assert list(RequestDaily.objects.values_list("date", "hits")) == [(day, 2000)]
+
+
+def test_it_drops_the_oldest_usage_reply_when_the_usage_queue_is_full_and_counts_it(
+    nats_server: NatsServer,
+) -> None:
+    """A bound of 1 and two replies while the DB is away: one is dropped (logged and counted,
+    2 − 1 = 1), the other is written once the DB is back (1 row). The dropped node loses
+    nothing for good: its next reply carries its whole day total again."""
+    before = RETRY_DROPPED.labels(queue="usage")._value.get()
+    day = date(2025, 3, 14)
+    nodes = [
+        ScriptedDnsNode("DNS-01", lambda d: usage_reply("DNS-01", [record(1520)])),
+        ScriptedDnsNode("DNS-02", lambda d: usage_reply("DNS-02", [record(480)])),
+    ]
+    with database_through_proxy() as proxy:
+
+        async def body(listener: NatsListener) -> tuple[int, int]:
+            for node in nodes:
+                await node.start(nats_server.url)
+            await wait_until(lambda: listener.active_count("IBPDns") == 2)
+            proxy.cut()
+            await listener.collect_usage(days=(day,))
+            dropped = listener.usage_queue.dropped
+            proxy.restore()
+            await wait_until(lambda: listener.usage_queue.depth == 0, timeout=30)
+            for node in nodes:
+                await node.stop()
+            return dropped, listener.counters.rejects["queue_full"]
+
+        dropped, rejects = asyncio.run(with_listener(nats_server.url, body, usage_queue_max=1, **FAST_RETRY))
+
+    assert (dropped, rejects) == (1, 1)
+    assert RETRY_DROPPED.labels(queue="usage")._value.get() - before == 1
+    assert RequestStat.objects.count() == 1
