@@ -332,7 +332,7 @@ class NatsListener:
                 await self.nc.close()
         await self.finalize_queue.close(drain_timeout=drain)
         await self.usage_queue.close(drain_timeout=drain)
-        await self.rollups.stop(timeout=max(drain, 30.0))
+        await self.rollups.stop(timeout=drain)
         await alerts_stop()
         for task in self._flush_tasks:
             task.cancel()
