@@ -180,7 +180,10 @@ def parse_local_config(raw: Mapping[str, Any], *, source: Path | None, repo_root
             ),
         ),
         nats=NatsConfig(
-            node_id=_env("COLLATOR_NATS_NODE_ID", _string(nats, "Nats", "NodeID", "")) or NatsConfig.node_id,
+            # The embedded default names a node only when there is no config file at all; a
+            # file with an empty NodeID is refused by the listener (nats-protocol §3).
+            node_id=_env("COLLATOR_NATS_NODE_ID", _string(nats, "Nats", "NodeID", ""))
+            or (NatsConfig.node_id if source is None else ""),
             urls=nats_urls,
             user=_env("COLLATOR_NATS_USER", _string(nats, "Nats", "User")),
             password=_env("COLLATOR_NATS_PASS", _string(nats, "Nats", "Pass")),
@@ -209,6 +212,40 @@ def parse_local_config(raw: Mapping[str, Any], *, source: Path | None, repo_root
 def unset_values(component: object) -> list[str]:
     """Names of the fields of an enabled component still holding `__SET_ME__` (DECISIONS 22)."""
     return [name for name, value in vars(component).items() if value == SET_ME]
+
+
+# Where each Nats field comes from, for an error that names the field and its override.
+_NATS_FIELDS = (
+    ("NodeID", "COLLATOR_NATS_NODE_ID"),
+    ("Url", "COLLATOR_NATS_URL"),
+    ("User", "COLLATOR_NATS_USER"),
+    ("Pass", "COLLATOR_NATS_PASS"),
+)
+
+
+def nats_config_errors(*, node_id: str, urls: tuple[str, ...], user: str, password: str) -> list[str]:
+    """Why the Nats block cannot be used by a process that joins the bus (empty if it can).
+
+    A `__SET_ME__` is an error once NATS is used (DECISIONS 22), and NodeID must be
+    non-empty (nats-protocol §3). Only the NATS processes check this, so the web server
+    runs with a Nats block that is not filled in yet.
+    """
+    errors: list[str] = []
+    if not node_id.strip():
+        errors.append("Nats.NodeID is empty: it names this collator on the bus and must be set (nats-protocol §3)")
+    values = (node_id, ",".join(urls), user, password)
+    for (name, env), value in zip(_NATS_FIELDS, values, strict=True):
+        if SET_ME in value:
+            errors.append(f"Nats.{name} is still {SET_ME}: set it in the config file or in {env}")
+    if not urls:
+        errors.append("Nats.Url names no server")
+    return errors
+
+
+def nats_node_id_warnings(node_id: str) -> list[str]:
+    """Substrings other nodes guess a role from (nats-protocol §3, §6.2): SHOULD NOT be in NodeID."""
+    lowered = node_id.lower()
+    return [word for word in ("monitor", "dns") if word in lowered]
 
 
 def load_local_config(path: str | os.PathLike[str] | None = None) -> CollatorConfig:

@@ -1,19 +1,22 @@
 """Hourly DNS usage collection (nats-protocol §9, DECISIONS 6–8).
 
 One round asks for each day (today and yesterday) with its own request on its own private
-inbox, and takes the first reply of each distinct node until the expected number of nodes
-answered or 20 s passed. Each reply is decoded and normalised on a parse thread while the
-previous one is written on the DB thread, so a large round costs about the larger of the
-two, not their sum. Rows are stored per responding node; unchanged rows are not written.
+inbox, and takes the first reply of each distinct node that arrives before the expected
+number of nodes answered or 20 s passed. Each reply is decoded and normalised on a parse
+thread as soon as it arrives, while earlier ones are written on the DB thread, so a large
+round costs about the larger of the two, not their sum. Rows are stored per responding
+node; unchanged rows are not written (metrics/usage_store.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
+from array import array
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +31,14 @@ from metrics.protocol import (
     HITS_MAX,
     SUBJECT_USAGE_REQUEST,
     ProtocolError,
+    UsageRecords,
+    UsageReply,
     UsageRequest,
-    decode_usage_reply,
     parse_usage_date,
+    usage_reply_fold,
 )
-from metrics.services import UsageHitsCache, UsageStoreResult, domain_normalise, usage_reply_store
+from metrics.services import domain_normalise
+from metrics.usage_store import StoredDay, UsageHitsCache, UsageRows, UsageStoreResult, ValueTable, usage_reply_store
 
 logger = logging.getLogger("metrics.collection")
 
@@ -42,6 +48,7 @@ MAX_REPLY_BYTES = 1024 * 1024  # NATS's default max_payload: a node cannot send 
 # Column widths of `requests` (characters): longer values are cut, never refused by MySQL.
 _WIDTH = {"node_id": 64, "domain": 128, "member": 128, "asn": 32, "network": 96, "code": 2, "country": 64}
 _ASN = re.compile(r"(?i)(?:as)?\s*(\d+)")
+_RAW_MASK = (1 << 64) - 1  # raw-JSON hashes are kept unsigned, as the cache packs them
 
 
 def asn_normalise(text: str) -> str:
@@ -79,93 +86,183 @@ class DbThread:
 
 @dataclass
 class ReplyDigest:
-    """One node's reply, decoded and normalised: key → day total."""
+    """One node's reply, decoded and normalised into compact rows (key → day total)."""
 
     node_id: str
     error: str
-    rows: dict[tuple[Any, ...], int]
+    rows: UsageRows
     records: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     duplicates_summed: int = 0
     float_hits: int = 0
 
 
+class _SkipMiss(Exception):
+    """A record skipped as unchanged shares its key with a decoded one: fold it again in full."""
+
+
+_Part = tuple[Any, int]  # a normalised key part and its index in the ValueTable
+
+
 class UsageNormaliser:
-    """Wire records → `requests` keys (DECISIONS 8). Memoised: a reply repeats its values."""
+    """Wire records → `requests` keys (DECISIONS 8), as compact UsageRows.
+
+    Memoised per column: a wire value (a domain as the node spelled it, an ASN, a country
+    code …) maps to its normalised value and that value's index in the ValueTable the rows
+    refer to, so each record costs one look-up per column.
+
+    A reply to a round's request is compared with what the cache says the table holds for
+    that node and day: a record whose raw JSON is byte-identical to the one a stored row
+    came from is counted as unchanged without being decoded. In an hourly round most
+    records are unchanged, so this is most of the parse work saved. Two records for one key
+    (one of them skipped) make the reply fold again in full, so their totals still add up.
+    """
+
+    _MEMO_MAX = 200_000
 
     def __init__(self) -> None:
-        self._dates: dict[str, date | None] = {}
-        self._domains: dict[str, str] = {}
-        self._asns: dict[str, str] = {}
-        self._codes: dict[str, str] = {}
-        # One copy of each repeated member, network and country name across a round.
-        self._shared: dict[str, str] = {}
+        self._new_table()
 
-    def _date(self, text: str) -> date | None:
-        try:
-            return self._dates[text]
-        except KeyError:
-            try:
-                parsed: date | None = parse_usage_date(text)
-            except ProtocolError:
-                parsed = None
-            if len(self._dates) < 10_000:
-                self._dates[text] = parsed
-            return parsed
+    def _new_table(self) -> None:
+        # Rows already made keep the table they refer to.
+        self._table = ValueTable()
+        self._memos: list[dict[Any, _Part | None]] = [{} for _ in range(7)]
+        self._ipv6 = (self._table.index(0), self._table.index(1))
 
-    def _memo(self, memo: dict[str, str], text: str, make: Callable[[str], str]) -> str:
-        value = memo.get(text)
-        if value is None:
-            value = make(text)
-            if len(memo) < 200_000:
-                memo[text] = value
-        return value
-
-    def digest(self, holder: list[bytes]) -> ReplyDigest:
+    def digest(
+        self, holder: list[bytes], *, day: date | None = None, cache: UsageHitsCache | None = None
+    ) -> ReplyDigest:
         """Decode and normalise one reply. `holder` hands the raw bytes over, so that they
-        are freed as soon as they are decoded (a benchmark reply is 26 MB)."""
+        are freed as soon as this reply is done (a benchmark reply is 26 MB). With the
+        requested `day` and the store's `cache`, unchanged records are skipped."""
         data = holder.pop()
-        text = data.decode("utf-8", errors="replace")
-        del data
-        reply = decode_usage_reply(text)
-        del text
-        if len(self._shared) > 500_000:
-            self._shared.clear()
-        digest = ReplyDigest(node_id=reply.node_id, error=reply.error, rows={}, float_hits=reply.float_hits)
-        if not reply.records:
-            return digest
-        digest.records = len(reply.records)
-        rows = digest.rows
-        domains, asns, codes = self._domains, self._asns, self._codes
-        shared = self._shared
-        member_width, network_width, country_width = _WIDTH["member"], _WIDTH["network"], _WIDTH["country"]
-        records, reply.records = reply.records, None
-        for _, date_text, domain, member, code, asn, network, country, hits, is_ipv6 in records:
-            day = self._date(date_text)
-            if day is None:
-                digest.rejected["invalid_date"] += 1
+        if len(self._table) > self._MEMO_MAX:
+            self._new_table()
+        try:
+            return usage_reply_fold(data, lambda reply, records: self._fold(reply, records, day, cache))
+        except _SkipMiss:
+            return usage_reply_fold(data, lambda reply, records: self._fold(reply, records, None, None))
+
+    def _part(self, column: int, text: Any) -> _Part | None:
+        """Normalise a wire value of `column` (0 date … 6 country); None: not a valid date."""
+        value: Any
+        if column == 0:
+            try:
+                value = parse_usage_date(text)
+            except ProtocolError:
+                value = None
+        elif column == 1:
+            value = domain_normalise(text)[: _WIDTH["domain"]]
+        elif column == 3:
+            value = asn_normalise(text)
+        elif column == 5:
+            value = text.strip().upper()[: _WIDTH["code"]]
+        else:
+            value = text[: _WIDTH[("", "", "member", "", "network", "", "country")[column]]]
+        part = None if value is None else (value, self._table.index(value))
+        memo = self._memos[column]
+        if len(memo) < self._MEMO_MAX:
+            memo[text] = part
+        return part
+
+    def _fold(
+        self, reply: UsageReply, records: UsageRecords, day: date | None, cache: UsageHitsCache | None
+    ) -> ReplyDigest:
+        # Called again from the start if the decoder's fast path gives up part way.
+        node_id = reply.node_id[: _WIDTH["node_id"]]
+        rejected: Counter[str] = Counter()
+        raws = records.raws
+        known: StoredDay | None = None
+        skip: set[int] = set()
+        basis: tuple[date, int] | None = None
+        peeked = cache.peek(day, node_id) if cache is not None and day is not None and raws is not None else None
+        if peeked is not None:
+            known, version = peeked
+            skip = set(known.raws)
+            skip.discard(0)
+            basis = (day, version)  # type: ignore[assignment]
+        dates, domains, members, asns, networks, codes, countries = self._memos
+        part = self._part
+        ipv4_index, ipv6_index = self._ipv6
+        # The rows' columns, built here: this loop runs for every record of every reply,
+        # so look-ups and appends are bound to locals.
+        parts, key_hashes, raw_hashes, all_hits = array("I"), array("q"), array("Q"), array("I")
+        add_parts, add_key, add_raw, add_hits = parts.extend, key_hashes.append, raw_hashes.append, all_hits.append
+        row_of_key: dict[int, int] = {}
+        count = duplicates = skipped = 0
+        source = records.raw_hashed(skip) if raws is not None else ((0, record) for record in records)
+        for raw_hash, record in source:
+            count += 1
+            _, date_text, domain, member, code, asn, network, country, hits, is_ipv6 = record
+            day_part = dates[date_text] if date_text in dates else part(0, date_text)
+            if day_part is None:
+                rejected["invalid_date"] += 1
                 continue
             if hits < 0 or hits > HITS_MAX:
-                digest.rejected["hits_out_of_range"] += 1
+                rejected["hits_out_of_range"] += 1
                 continue
-            key = (
-                day,
-                self._memo(domains, domain, lambda t: domain_normalise(t)[: _WIDTH["domain"]]),
-                shared.setdefault(member, member) if len(member) <= member_width else member[:member_width],
-                self._memo(asns, asn, asn_normalise),
-                shared.setdefault(network, network) if len(network) <= network_width else network[:network_width],
-                self._memo(codes, code, lambda t: t.strip().upper()[: _WIDTH["code"]]),
-                shared.setdefault(country, country) if len(country) <= country_width else country[:country_width],
-                1 if is_ipv6 else 0,
+            domain_part = domains.get(domain) or part(1, domain)
+            member_part = members.get(member) or part(2, member)
+            asn_part = asns.get(asn) or part(3, asn)
+            network_part = networks.get(network) or part(4, network)
+            code_part = codes.get(code) or part(5, code)
+            country_part = countries.get(country) or part(6, country)
+            key_hash = hash(
+                (
+                    node_id,
+                    day_part[0],
+                    domain_part[0],  # type: ignore[index]
+                    member_part[0],  # type: ignore[index]
+                    asn_part[0],  # type: ignore[index]
+                    network_part[0],  # type: ignore[index]
+                    code_part[0],  # type: ignore[index]
+                    country_part[0],  # type: ignore[index]
+                    1 if is_ipv6 else 0,
+                )
             )
-            previous = rows.get(key)
-            if previous is None:
-                rows[key] = hits
-            else:
+            at = row_of_key.get(key_hash)
+            if at is not None:
                 # Two wire keys that differ only in spelling (`Rpc.X.` and `rpc.x`) are two
                 # of the node's counters for one key: their day totals add up.
-                rows[key] = min(previous + hits, HITS_MAX)
-                digest.duplicates_summed += 1
+                all_hits[at] = min(all_hits[at] + hits, HITS_MAX)
+                raw_hashes[at] = 0
+                duplicates += 1
+                continue
+            row_of_key[key_hash] = len(all_hits)
+            add_parts(
+                (
+                    day_part[1],
+                    domain_part[1],  # type: ignore[index]
+                    member_part[1],  # type: ignore[index]
+                    asn_part[1],  # type: ignore[index]
+                    network_part[1],  # type: ignore[index]
+                    code_part[1],  # type: ignore[index]
+                    country_part[1],  # type: ignore[index]
+                    ipv6_index if is_ipv6 else ipv4_index,
+                )
+            )
+            add_key(key_hash)
+            add_raw(raw_hash)
+            add_hits(hits)
+        del row_of_key
+        if raws is not None:
+            skipped = records.skipped
+            count += skipped
+        if known is not None and skipped:
+            # A decoded row whose stored record was skipped here means two records for one
+            # key in this reply: their totals must add up, so nothing may be skipped.
+            raws_of = known.raws
+            for key_hash in key_hashes:
+                at = known.find(key_hash)
+                if at >= 0 and raws_of[at] and raws_of[at] not in skip:
+                    raise _SkipMiss
+        rows = UsageRows(node_id, self._table, parts=parts, key_hashes=key_hashes, raw_hashes=raw_hashes, hits=all_hits)
+        rows.skipped = skipped
+        rows.basis = basis if skipped else None
+        digest = ReplyDigest(node_id=reply.node_id, error=reply.error, rows=rows, rejected=rejected)
+        digest.records = count
+        digest.duplicates_summed = duplicates
+        digest.float_hits = reply.float_hits
         return digest
 
 
@@ -234,7 +331,15 @@ class UsageCollector:
         """
         started = time.perf_counter()
         result = UsageRoundResult(days=tuple(days), expected=expected or 0)
-        await asyncio.gather(*(self._collect_day(day, expected, result) for day in days))
+        stored: list[UsageStoreResult] = []
+        try:
+            await asyncio.gather(*(self._collect_day(day, expected, result, stored) for day in days))
+        finally:
+            # `on_stored` (the listener's rollup refresh) runs once the round's writes are
+            # done: a refresh recomputes whole days from `requests`, and run between the
+            # replies of a round it would hold up the writes behind it on the DB thread.
+            for one in stored:
+                await self._stored(one)
         result.seconds = time.perf_counter() - started
         logger.info(
             "event=usage_round days=%s expected=%d replied=%s rows_received=%d rows_written=%d rows_unchanged=%d "
@@ -250,12 +355,15 @@ class UsageCollector:
         )
         return result
 
-    async def _collect_day(self, day: date, expected: int | None, result: UsageRoundResult) -> None:
+    async def _collect_day(
+        self, day: date, expected: int | None, result: UsageRoundResult, stored: list[UsageStoreResult]
+    ) -> None:
         inbox = self._inbox()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
 
         async def on_reply(msg: Any) -> None:
-            queue.put_nowait(msg)
+            queue.put_nowait((loop.time(), msg))
 
         # Replies can be large: let the subscription hold a whole round (§2: 128 MiB).
         subscription = await self.nc.subscribe(
@@ -264,24 +372,30 @@ class UsageCollector:
         seen: set[str] = set()
         stores: list[asyncio.Task[None]] = []
         replied = result.replied.setdefault(day, [])
+        deadline = loop.time() + self.reply_timeout
         try:
             await self.nc.publish(SUBJECT_USAGE_REQUEST, UsageRequest.for_day(day).to_json(), reply=inbox)
             await self.nc.flush()
-            deadline = asyncio.get_running_loop().time() + self.reply_timeout
+            deadline = loop.time() + self.reply_timeout
             while expected is None or len(seen) < expected:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
+                remaining = deadline - loop.time()
                 try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=remaining)
-                except TimeoutError:
+                    if remaining > 0:
+                        arrived, msg = await asyncio.wait_for(queue.get(), timeout=remaining)
+                    else:
+                        # Past the window, what arrived within it is still taken (§9.3).
+                        arrived, msg = queue.get_nowait()
+                except (TimeoutError, asyncio.QueueEmpty):
+                    break
+                if arrived > deadline:
+                    queue.put_nowait((arrived, msg))
                     break
                 subject, holder = msg.subject, [msg.data]
                 del msg
-                # Parse at most one reply ahead of the writer: memory stays bounded.
-                while len([t for t in stores if not t.done()]) > 1:
-                    await asyncio.wait(stores, return_when=asyncio.FIRST_COMPLETED)
-                digest = await self._digest(subject, holder, result)
+                # Each reply is parsed as soon as it is taken, while earlier ones are still
+                # being written: a parsed reply is smaller than its JSON, so holding replies
+                # parsed rather than raw is what keeps a large round's memory down.
+                digest = await self._digest(subject, holder, result, day=day)
                 if digest is None:
                     continue
                 if digest.node_id in seen:
@@ -291,12 +405,22 @@ class UsageCollector:
                     continue
                 seen.add(digest.node_id)
                 replied.append(digest.node_id)
-                stores.append(asyncio.create_task(self._store(digest, result)))
+                stores.append(asyncio.create_task(self._store(digest, result, stored)))
+                del digest
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
             if stores:
                 await asyncio.gather(*stores, return_exceptions=True)
+        # What is left was not taken: replies after the window (they belong to no round; the
+        # node's next reply carries the day total again), or beyond the expected count.
+        left: Counter[str] = Counter()
+        while not queue.empty():
+            arrived, _ = queue.get_nowait()
+            left["late_reply" if arrived > deadline else "extra_reply"] += 1
+        for reason, count in left.items():
+            self.counters.reject(reason, subject=inbox, detail=f"{count} replies", amount=count)
+            result.rejected[reason] += count
         if expected is not None and len(seen) < expected:
             logger.warning(
                 "event=usage_round_incomplete day=%s expected=%d replied=%d nodes=%s",
@@ -311,10 +435,15 @@ class UsageCollector:
         result = UsageRoundResult()
         digest = await self._digest(subject, [data], result)
         if digest is not None:
-            await self._store(digest, result)
+            stored: list[UsageStoreResult] = []
+            await self._store(digest, result, stored)
+            for one in stored:
+                await self._stored(one)
         return result
 
-    async def _digest(self, subject: str, holder: list[bytes], result: UsageRoundResult) -> ReplyDigest | None:
+    async def _digest(
+        self, subject: str, holder: list[bytes], result: UsageRoundResult, *, day: date | None = None
+    ) -> ReplyDigest | None:
         self.counters.message(subject)
         size = len(holder[0])
         if size > self.max_reply_bytes:
@@ -325,16 +454,19 @@ class UsageCollector:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            digest: ReplyDigest = await loop.run_in_executor(self.parse_thread, self.normaliser.digest, holder)
+            digest: ReplyDigest = await loop.run_in_executor(
+                self.parse_thread, functools.partial(self.normaliser.digest, holder, day=day, cache=self.cache)
+            )
         except ProtocolError as exc:
             self.counters.reject(exc.reason, subject=subject, detail=str(exc))
             result.rejected[exc.reason] += 1
             return None
         logger.info(
-            "event=usage_reply_parsed node_id=%s bytes=%d records=%d seconds=%.3f",
+            "event=usage_reply_parsed node_id=%s bytes=%d records=%d skipped_unchanged=%d seconds=%.3f",
             digest.node_id,
             size,
             digest.records,
+            digest.rows.skipped,
             time.perf_counter() - started,
         )
         if not digest.node_id:
@@ -355,7 +487,7 @@ class UsageCollector:
             logger.info("event=usage_float_hits node_id=%s count=%d", digest.node_id, digest.float_hits)
         return digest
 
-    async def _store(self, digest: ReplyDigest, result: UsageRoundResult) -> None:
+    async def _store(self, digest: ReplyDigest, result: UsageRoundResult, stored_list: list[UsageStoreResult]) -> None:
         started = time.perf_counter()
         try:
             stored: UsageStoreResult = await self.db.run(
@@ -376,6 +508,9 @@ class UsageCollector:
         result.stored.add(stored)
         self.counters.rows_written("requests", stored.rows_written)
         self.counters.rows_written("requests_unchanged", stored.rows_unchanged)
+        stored_list.append(stored)
+
+    async def _stored(self, stored: UsageStoreResult) -> None:
         if self.on_stored is not None:
             pending = self.on_stored(stored)
             if pending is not None:

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import nats
 from django.db import connection
 from nats.aio.client import Client
 
+from collator.local_config import LocalConfigError, nats_config_errors, nats_node_id_warnings
 from metrics.alerts import alerts_finalize_hook, alerts_start, alerts_stop
 from metrics.collection import (
     MAX_REPLY_BYTES,
@@ -73,8 +73,6 @@ from metrics.rollup_refresher import RollupRefresher
 from metrics.services import (
     FinalizeOutcome,
     FinalizeRejected,
-    UsageHitsCache,
-    UsageStoreResult,
     cluster_nodes_heard,
     cluster_nodes_prune,
     cluster_nodes_recent,
@@ -83,6 +81,7 @@ from metrics.services import (
     role_guess,
 )
 from metrics.telemetry import telemetry_collection_observed, telemetry_counter_observer, telemetry_flush_loop
+from metrics.usage_store import UsageHitsCache, UsageRows, UsageStoreResult
 
 logger = logging.getLogger("metrics.listener")
 
@@ -229,6 +228,7 @@ class NatsListener:
             on_failed=self._usage_failed,
             max_items=config.usage_queue_max,
             overflow=DROP_OLDEST,  # a node's next reply carries the day total again
+            on_dropped=self._usage_dropped,
             base_delay=config.db_retry_base_seconds,
             max_delay=config.db_retry_max_seconds,
         )
@@ -247,6 +247,13 @@ class NatsListener:
 
     async def start(self) -> None:
         """Connect (retrying for ever), subscribe, announce ourselves, start the timers."""
+        for word in nats_node_id_warnings(self.config.node_id):
+            # Peers guess a node's role from its ID (§6.2): this collator may be counted as one.
+            logger.warning(
+                "event=node_id_warning node_id=%s contains=%s reason=peers_guess_roles_from_node_ids",
+                self.config.node_id,
+                word,
+            )
         # A bad Matrix block stops start-up here, with MatrixConfigError.
         await alerts_start()
         self.started_at = self.clock()
@@ -352,18 +359,38 @@ class NatsListener:
         logger.info("event=listener_stopped node_id=%s counters=%s", self.config.node_id, self.counters.snapshot())
 
     async def run_until(self, stop: asyncio.Event) -> None:
-        await self.start()
+        """Start, run until `stop` is set, then stop.
+
+        Start-up races `stop`: the first connection is retried for ever (the bus may come up
+        after us), so a SIGTERM while it is still failing must end the start-up there, or
+        the process would ignore SIGTERM until NATS is reachable.
+        """
+        starting = asyncio.create_task(self.start(), name="listener-start")
+        stop_requested = asyncio.create_task(stop.wait(), name="listener-stop-requested")
         try:
-            await stop.wait()
+            await asyncio.wait({starting, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start-up (e.g. a bad Matrix block) raises here
+                await stop.wait()
+            else:
+                logger.info("event=listener_stop_during_startup connected=%s", self.connected.is_set())
         finally:
+            stop_requested.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
             await self.stop()
 
     async def _connect(self) -> Client:
         attempt = 0
         while True:
             attempt += 1
+            # Our own Client rather than nats.connect(): with unlimited reconnects its connect()
+            # itself retries for ever, and a cancelled start-up must be able to close it.
+            nc = Client()
             try:
-                nc = await nats.connect(
+                await nc.connect(
                     servers=list(self.config.servers),
                     user=self.config.user or None,
                     password=self.config.password or None,
@@ -380,9 +407,15 @@ class NatsListener:
                     reconnected_cb=self._on_reconnected,
                     closed_cb=self._on_closed,
                 )
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                raise
             except Exception as exc:
                 # The first connection is retried for ever too: the bus may come up after us.
                 logger.warning("event=nats_connect_failed attempt=%d error=%r", attempt, str(exc)[:200])
+                with contextlib.suppress(Exception):
+                    await nc.close()
                 await asyncio.sleep(min(self.config.reconnect_wait_seconds * attempt, 30))
                 continue
             self.connected.set()
@@ -645,10 +678,12 @@ class NatsListener:
         if submitted.status == FAILED:
             assert submitted.error is not None
             raise submitted.error  # the collector logs and counts it, as before
-        if submitted.status == DROPPED:
-            self.counters.reject("queue_full", subject="usage_store", detail=str(item.kwargs.get("node_id", "")))
-        rows = item.kwargs.get("rows") or {}
-        return UsageStoreResult(rows_received=len(rows))
+        rows = item.kwargs.get("rows")
+        return UsageStoreResult(rows_received=rows.received if isinstance(rows, UsageRows) else len(rows or ()))
+
+    def _usage_dropped(self, item: HeldUsage) -> None:
+        # The arriving reply or an older held one: counted either way.
+        self.counters.reject("queue_full", subject="usage_store", detail=str(item.kwargs.get("node_id", "")))
 
     async def _usage_write(self, item: HeldUsage) -> UsageStoreResult:
         stored: UsageStoreResult = await self._usage_db.run(item.function, **item.kwargs)
@@ -793,4 +828,14 @@ def listener_config_from_settings(settings: Any, **overrides: Any) -> ListenerCo
         ),
     }
     values.update(overrides)
-    return ListenerConfig(**values)
+    # Checked here, where the listener starts, and not at settings load: the web server and
+    # the other commands run with a Nats block that is not filled in (DECISIONS 22).
+    errors = nats_config_errors(
+        node_id=values["node_id"], urls=values["servers"], user=values["user"], password=values["password"]
+    )
+    if errors:
+        raise LocalConfigError("; ".join(errors))
+    try:
+        return ListenerConfig(**values)
+    except ValueError as exc:
+        raise LocalConfigError(str(exc)) from exc

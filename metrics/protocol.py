@@ -22,11 +22,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+try:  # the fast path for large usage replies; without it the exact decoder does all the work
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is pinned in requirements.txt
+    msgspec = None
 
 # --- subjects (nats-protocol §4); none of them is configurable --------------------------
 SUBJECT_CLUSTER = "consensus.cluster"
@@ -766,6 +771,125 @@ def decode_usage_reply(data: bytes | str) -> UsageReply:
             # A null element decodes to an all-zero record in Go.
             records = [item if item is not None else _EMPTY_RECORD for item in value]
     return UsageReply(node_id=node_id, error=error, records=records, float_hits=decoder.float_hits)
+
+
+# --- the fast path for large replies ----------------------------------------------------
+#
+# A record exactly as Go writes it (the exact field names, every value of its Go type, no
+# null) is decoded by msgspec, one record at a time from the raw bytes, so that a reply of
+# 125,000 records is never held as 125,000 Python records at once. Anything else in a reply
+# (a key in another case, a null, `5.0` for hits, invalid UTF-8, a syntax error) makes the
+# fast path give up, and the whole reply is decoded again by `decode_usage_reply` above:
+# the fast path only ever says yes to replies whose exact result it gives, and every
+# rejection, with its reason, comes from one place.
+
+_T = TypeVar("_T")
+
+
+class _FastPathMiss(Exception):
+    """The fast path met something it does not take exactly as Go would."""
+
+
+if msgspec is not None:
+    # Field names are the wire's exact names (Go's struct tags), in Go's order.
+    class _WireRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        nodeid: str = ""
+        date: str = ""
+        domain: str = ""
+        memberName: str = ""
+        countryCode: str = ""
+        asn: str = ""
+        networkName: str = ""
+        countryName: str = ""
+        hits: int = 0
+        isIPv6: bool = False
+
+    class _WireReply(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        nodeID: str = ""
+        usageRecords: list[msgspec.Raw] | None = None
+        error: str = ""
+
+    _REPLY_DECODER: Any = msgspec.json.Decoder(_WireReply)
+    _RECORD_DECODER: Any = msgspec.json.Decoder(_WireRecord)
+    _FAST_ERRORS: tuple[type[BaseException], ...] = (msgspec.MsgspecError, ValueError, RecursionError)
+    # Tuples come out in USAGE_RECORD_FIELDS order, as from the exact decoder.
+    assert _WireRecord.__struct_fields__ == USAGE_RECORD_FIELDS
+
+
+class UsageRecords:
+    """A reply's records, for one pass of a fold.
+
+    Iterating gives each record as a tuple in USAGE_RECORD_FIELDS order. On the fast path,
+    `raws` also holds each record's raw JSON (byte-identical for an unchanged record of the
+    same node, since Go writes its fields in a fixed order), and `raw_hashed` gives each
+    record with the hash of its raw JSON, so that a fold can skip records it has already
+    stored without decoding them. On the exact path `raws` is None.
+    """
+
+    __slots__ = ("_decoded", "raws", "skipped")
+
+    def __init__(self, *, raws: list[Any] | None = None, decoded: Iterable[tuple[Any, ...]] = ()) -> None:
+        self.raws = raws
+        self._decoded = decoded
+        self.skipped = 0
+
+    def raw_hashed(self, skip: set[int]) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        """Fast path only: (hash of the raw JSON, record) for each record, but for those whose
+        unsigned 64-bit raw hash is in `skip`: they are not decoded, only counted in
+        `skipped`, and taken out of `skip` (so that a second identical record is yielded)."""
+        assert self.raws is not None
+        decode, astuple = _RECORD_DECODER.decode, msgspec.structs.astuple
+        mask = (1 << 64) - 1
+        try:
+            for raw in self.raws:
+                raw_hash = hash(bytes(raw)) & mask
+                if raw_hash in skip:
+                    skip.remove(raw_hash)
+                    self.skipped += 1
+                    continue
+                yield raw_hash, astuple(decode(raw))
+        except _FAST_ERRORS as exc:
+            raise _FastPathMiss(str(exc)) from None
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        if self.raws is None:
+            yield from self._decoded
+            return
+        decode, astuple = _RECORD_DECODER.decode, msgspec.structs.astuple
+        try:
+            for raw in self.raws:
+                yield astuple(decode(raw))
+        except _FAST_ERRORS as exc:
+            raise _FastPathMiss(str(exc)) from None
+
+
+def usage_reply_fold(data: bytes, fold: Callable[[UsageReply, UsageRecords], _T]) -> _T:
+    """Decode a UsageResponse and hand its records to `fold` one at a time.
+
+    `fold(reply, records)` gets the reply's node id and error (`reply.records` is None
+    there) and its UsageRecords, to be read once. Results and rejections are exactly those
+    of `decode_usage_reply`. `fold` may be called a second time, from the start, when the
+    fast path gives up part way (the iteration raises an internal miss that `fold` must let
+    through): it must build its result from nothing on each call.
+    """
+    if msgspec is not None and isinstance(data, bytes | bytearray | memoryview):
+        try:
+            top = _REPLY_DECODER.decode(data)
+        except _FAST_ERRORS:
+            top = None
+        if top is not None:
+            reply = UsageReply(node_id=top.nodeID, error=top.error, records=None)
+            raws = top.usageRecords
+            del top
+            try:
+                return fold(reply, UsageRecords(raws=[] if raws is None else raws))
+            except _FastPathMiss:
+                pass
+            finally:
+                del raws
+    reply = decode_usage_reply(data)
+    records, reply.records = reply.records, None
+    return fold(reply, UsageRecords(decoded=() if records is None else records))
 
 
 @dataclass(frozen=True, slots=True)

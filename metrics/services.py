@@ -1,10 +1,9 @@
-"""Writes of the NATS collator: outage rows, usage rows and the cluster node table.
+"""Writes of the NATS collator: outage rows and the cluster node table.
 
 - `downtime_finalize`: one finalize decision → `member_events`, by nats-protocol §8.6 with
   the DECISIONS 1 changes. It returns a `FinalizeOutcome` saying whether an outage really
   opened or closed, and which row, so that alerts fire only on real changes.
-- `usage_upsert_batch` / `usage_reply_store`: per-node usage rows (DECISIONS 6–8), written
-  in multi-row batches, skipping rows whose hits did not change.
+- Usage rows are written by `metrics.usage_store` (DECISIONS 6–8).
 - `cluster_node_heard` / `cluster_nodes_prune`: the persisted node table (§6).
 
 Every DATETIME column holds whole seconds (the Go tables are DATETIME(0)), so times are
@@ -16,13 +15,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db import IntegrityError, transaction
+from django.db.models import JSONField, Max, Value
 
 from metrics.models import (
     LEGACY_CHECK_TYPES,
@@ -35,6 +34,11 @@ from metrics.models import (
 from metrics.protocol import ROLE_DNS, ROLE_MONITOR, FinalizeMessage, NodeInfo, data_for_storage
 
 logger = logging.getLogger("metrics.services")
+
+
+def json_null() -> Value:
+    """JSON `null` for a JSON column; a plain None would store SQL NULL."""
+    return Value(None, JSONField())
 
 
 def whole_seconds(moment: datetime) -> datetime:
@@ -103,6 +107,12 @@ class EventIdentity:
             endpoint, raw_endpoint = domain, proposal.domain_name
         else:
             endpoint, raw_endpoint = "", ""
+        endpoint_forms = [endpoint, raw_endpoint]
+        if check_type == "2":
+            # The monitor-side writer stored domain checks with a NULL endpoint (data-model
+            # §3.2), which adoption turned into ''. Matching '' lets such an open row close,
+            # and keeps the Go history as it was rather than rewriting its endpoints.
+            endpoint_forms.append("")
         return cls(
             check_type=check_type,
             check_name=proposal.check_name,
@@ -110,7 +120,7 @@ class EventIdentity:
             domain_name=domain,
             member_name=proposal.member_name,
             is_ipv6=1 if proposal.is_ipv6 else 0,
-            endpoint_forms=tuple(dict.fromkeys([endpoint, raw_endpoint])),
+            endpoint_forms=tuple(dict.fromkeys(endpoint_forms)),
             domain_forms=tuple(dict.fromkeys([domain, proposal.domain_name])),
         )
 
@@ -190,6 +200,10 @@ def downtime_finalize(
     if not message.passed:
         return FinalizeOutcome(FinalizeAction.IGNORED)
     identity = EventIdentity.from_finalize(message)
+    if message.decided_at.is_zero:
+        # A missing DecidedAt decodes to Go's zero time: it would open an outage at
+        # 0001-01-01 (or close one at its own start). There is no time to use instead.
+        raise FinalizeRejected("missing_decided_at", f"finalize {message.proposal.id[:64]!r} has no DecidedAt")
     for attempt in range(3):
         try:
             with transaction.atomic():
@@ -271,7 +285,8 @@ def _apply_offline(
         "start_time": decided,
         "error": proposal.error_text or None,
         "vote_data": _merge_votes(None, votes),
-        "additional_data": data_for_storage(proposal.data) if proposal.data is not None else {},
+        # The proposal's Data as Go stores it (DECISIONS 5): a nil map is JSON `null`.
+        "additional_data": data_for_storage(proposal.data) if proposal.data is not None else json_null(),
         "proposal_id": proposal.id,
     }
     pending = (
@@ -315,149 +330,6 @@ def finalize_state_prune(*, now: datetime) -> tuple[int, int]:
     applied_deleted, _ = FinalizeApplied.objects.filter(applied_at__lt=now - timedelta(days=1)).delete()
     pending_deleted, _ = PendingRecovery.objects.filter(remembered_at__lt=now - _pending_ttl()).delete()
     return applied_deleted, pending_deleted
-
-
-# --- usage → requests --------------------------------------------------------------------
-
-USAGE_COLUMNS = (
-    "date",
-    "node_id",
-    "domain_name",
-    "member_name",
-    "network_asn",
-    "network_name",
-    "country_code",
-    "country_name",
-    "is_ipv6",
-    "hits",
-)
-USAGE_KEY_COLUMNS = USAGE_COLUMNS[:-1]
-# Rows per INSERT statement. mysqlclient's executemany caps a statement at 64 KB (≈400
-# rows); larger statements cost fewer round trips and parses.
-USAGE_ROWS_PER_STATEMENT = 2000
-
-
-def _usage_statement(rows: int) -> str:
-    columns = ", ".join(f"`{c}`" if connection.vendor == "mysql" else c for c in USAGE_COLUMNS)
-    values = ", ".join(["(" + ", ".join(["%s"] * len(USAGE_COLUMNS)) + ")"] * rows)
-    if connection.vendor == "mysql":
-        return f"INSERT INTO `requests` ({columns}) VALUES {values} ON DUPLICATE KEY UPDATE `hits` = VALUES(`hits`)"
-    key = ", ".join(USAGE_KEY_COLUMNS)
-    return f"INSERT INTO requests ({columns}) VALUES {values} ON CONFLICT ({key}) DO UPDATE SET hits = excluded.hits"
-
-
-def usage_upsert_batch(*, rows: Sequence[Sequence[Any]], rows_per_statement: int = USAGE_ROWS_PER_STATEMENT) -> int:
-    """Upsert usage rows (USAGE_COLUMNS order); a new value REPLACES hits, never adds.
-
-    Multi-row INSERT … ON DUPLICATE KEY UPDATE on MySQL, INSERT … ON CONFLICT on SQLite,
-    one transaction for the lot. Returns the number of rows sent.
-    """
-    if not rows:
-        return 0
-    if connection.vendor == "sqlite":
-        # SQLite allows 32766 bound variables per statement.
-        rows_per_statement = min(rows_per_statement, 32766 // len(USAGE_COLUMNS))
-    with transaction.atomic(), connection.cursor() as cursor:
-        full_statement = _usage_statement(rows_per_statement)
-        for start in range(0, len(rows), rows_per_statement):
-            chunk = rows[start : start + rows_per_statement]
-            statement = full_statement if len(chunk) == rows_per_statement else _usage_statement(len(chunk))
-            cursor.execute(statement, [value for row in chunk for value in row])
-    return len(rows)
-
-
-class UsageHitsCache:
-    """What was last written per (date, node), so that an unchanged row is not written again.
-
-    Held as the set of hashes of (node, key, hits) of the node's last reply for that day:
-    500,000 rows take ~30 MB. A day is loaded from the table the first time a process
-    touches it, so a fresh process (or `collect_usage`) also skips unchanged rows. A false
-    "unchanged" would need a 64-bit hash collision; a failed write forgets the (date, node).
-    """
-
-    def __init__(self, *, max_entries: int = 64) -> None:
-        self.max_entries = max_entries
-        self._days: dict[tuple[date, str], set[int]] = {}
-
-    def written(self, day: date, node_id: str) -> set[int]:
-        key = (day, node_id)
-        known = self._days.get(key)
-        if known is None:
-            known = self._load(day, node_id)
-            self._days[key] = known
-            # The hourly round touches today and yesterday; old days leave first.
-            while len(self._days) > self.max_entries:
-                del self._days[min(self._days, key=lambda k: k[0])]
-        return known
-
-    def replace(self, day: date, node_id: str, hashes: set[int]) -> None:
-        self._days[(day, node_id)] = hashes
-
-    def forget(self, day: date, node_id: str) -> None:
-        self._days.pop((day, node_id), None)
-
-    def _load(self, day: date, node_id: str) -> set[int]:
-        key_columns = ", ".join(USAGE_KEY_COLUMNS[2:])
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {key_columns}, hits FROM requests WHERE date = %s AND node_id = %s", [day, node_id])
-            return {hash((node_id, day, *row)) for row in cursor.fetchall()}
-
-
-@dataclass
-class UsageStoreResult:
-    """What one store call did. `dates` and `nodes` are what a rollup refresh needs."""
-
-    dates: set[date] = field(default_factory=set)
-    nodes: set[str] = field(default_factory=set)
-    rows_received: int = 0
-    rows_written: int = 0
-    rows_unchanged: int = 0
-
-    def add(self, other: UsageStoreResult) -> None:
-        self.dates |= other.dates
-        self.nodes |= other.nodes
-        self.rows_received += other.rows_received
-        self.rows_written += other.rows_written
-        self.rows_unchanged += other.rows_unchanged
-
-
-def usage_reply_store(
-    *, node_id: str, rows: Mapping[tuple[Any, ...], int], cache: UsageHitsCache | None = None
-) -> UsageStoreResult:
-    """Store one node's reply: `rows` maps a normalised key (USAGE_KEY_COLUMNS without
-    node_id) to its day total. Rows whose hits are unchanged are not written.
-
-    Returns the dates and node touched (for `metrics.rollups.usage_rollups_refresh`).
-    """
-    result = UsageStoreResult(rows_received=len(rows))
-    if not rows:
-        return result
-    by_day: dict[date, list[tuple[tuple[Any, ...], int]]] = {}
-    for key, hits in rows.items():
-        by_day.setdefault(key[0], []).append((key, hits))
-    for day, day_rows in sorted(by_day.items()):
-        known = cache.written(day, node_id) if cache is not None else set()
-        hashes: set[int] = set()
-        changed: list[tuple[Any, ...]] = []
-        for key, hits in day_rows:
-            row_hash = hash((node_id, *key, hits))
-            hashes.add(row_hash)
-            if row_hash not in known:
-                changed.append((day, node_id, *key[1:], hits))
-        result.rows_unchanged += len(day_rows) - len(changed)
-        if changed:
-            try:
-                usage_upsert_batch(rows=changed)
-            except Exception:
-                if cache is not None:
-                    cache.forget(day, node_id)
-                raise
-            result.rows_written += len(changed)
-        if cache is not None:
-            cache.replace(day, node_id, hashes)
-        result.dates.add(day)
-    result.nodes.add(node_id)
-    return result
 
 
 # --- the cluster node table (§6) ---------------------------------------------------------

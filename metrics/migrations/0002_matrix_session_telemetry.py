@@ -4,39 +4,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('metrics', '0001_initial'),
+        ("metrics", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TelemetrySnapshot',
+            name="TelemetrySnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('process', models.CharField(max_length=128, unique=True)),
-                ('samples', models.JSONField(default=list)),
-                ('updated_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("process", models.CharField(max_length=128, unique=True)),
+                ("samples", models.JSONField(default=list)),
+                ("updated_at", models.DateTimeField()),
             ],
             options={
-                'db_table': 'telemetry_snapshot',
+                "db_table": "telemetry_snapshot",
             },
         ),
         migrations.CreateModel(
-            name='MatrixSession',
+            name="MatrixSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('homeserver_url', models.CharField(max_length=255)),
-                ('username', models.CharField(max_length=255)),
-                ('user_id', models.CharField(blank=True, default='', max_length=255)),
-                ('device_id', models.CharField(blank=True, default='', max_length=255)),
-                ('access_token', models.CharField(blank=True, default='', max_length=1024)),
-                ('logged_in_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("homeserver_url", models.CharField(max_length=255)),
+                ("username", models.CharField(max_length=255)),
+                ("user_id", models.CharField(blank=True, default="", max_length=255)),
+                ("device_id", models.CharField(blank=True, default="", max_length=255)),
+                ("access_token", models.CharField(blank=True, default="", max_length=1024)),
+                ("logged_in_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'db_table': 'matrix_session',
-                'constraints': [models.UniqueConstraint(fields=('homeserver_url', 'username'), name='uniq_matrix_session_account')],
+                "db_table": "matrix_session",
+                "constraints": [
+                    models.UniqueConstraint(fields=("homeserver_url", "username"), name="uniq_matrix_session_account")
+                ],
             },
         ),
     ]

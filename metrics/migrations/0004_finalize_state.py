@@ -4,45 +4,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('metrics', '0003_usage_rollups'),
+        ("metrics", "0003_usage_rollups"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FinalizeApplied',
+            name="FinalizeApplied",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('proposal_id', models.CharField(max_length=128)),
-                ('proposed_status', models.BooleanField()),
-                ('outcome', models.CharField(max_length=24)),
-                ('event_id', models.PositiveIntegerField(blank=True, help_text='The member_events row it touched', null=True)),
-                ('decided_at', models.DateTimeField()),
-                ('applied_at', models.DateTimeField(db_index=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("proposal_id", models.CharField(max_length=128)),
+                ("proposed_status", models.BooleanField()),
+                ("outcome", models.CharField(max_length=24)),
+                (
+                    "event_id",
+                    models.PositiveIntegerField(blank=True, help_text="The member_events row it touched", null=True),
+                ),
+                ("decided_at", models.DateTimeField()),
+                ("applied_at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'db_table': 'metrics_finalize_applied',
-                'constraints': [models.UniqueConstraint(fields=('proposal_id', 'proposed_status'), name='uniq_finalize_applied')],
+                "db_table": "metrics_finalize_applied",
+                "constraints": [
+                    models.UniqueConstraint(fields=("proposal_id", "proposed_status"), name="uniq_finalize_applied")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PendingRecovery',
+            name="PendingRecovery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('check_type', models.CharField(default='', max_length=24)),
-                ('check_name', models.CharField(default='', max_length=64)),
-                ('endpoint', models.CharField(default='', max_length=256)),
-                ('member_name', models.CharField(default='', max_length=128)),
-                ('domain_name', models.CharField(default='', max_length=128)),
-                ('is_ipv6', models.SmallIntegerField(default=0)),
-                ('decided_at', models.DateTimeField()),
-                ('proposal_id', models.CharField(default='', max_length=128)),
-                ('remembered_at', models.DateTimeField(db_index=True, help_text='By our clock; kept for at least an hour')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("check_type", models.CharField(default="", max_length=24)),
+                ("check_name", models.CharField(default="", max_length=64)),
+                ("endpoint", models.CharField(default="", max_length=256)),
+                ("member_name", models.CharField(default="", max_length=128)),
+                ("domain_name", models.CharField(default="", max_length=128)),
+                ("is_ipv6", models.SmallIntegerField(default=0)),
+                ("decided_at", models.DateTimeField()),
+                ("proposal_id", models.CharField(default="", max_length=128)),
+                (
+                    "remembered_at",
+                    models.DateTimeField(db_index=True, help_text="By our clock; kept for at least an hour"),
+                ),
             ],
             options={
-                'db_table': 'metrics_pending_recovery',
-                'indexes': [models.Index(fields=['member_name', 'check_type', 'check_name', 'domain_name', 'endpoint', 'is_ipv6'], name='pending_recovery_identity_idx')],
+                "db_table": "metrics_pending_recovery",
+                "indexes": [
+                    models.Index(
+                        fields=["member_name", "check_type", "check_name", "domain_name", "endpoint", "is_ipv6"],
+                        name="pending_recovery_identity_idx",
+                    )
+                ],
             },
         ),
     ]

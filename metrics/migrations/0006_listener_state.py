@@ -4,28 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('metrics', '0005_rollup_fewer_indexes'),
+        ("metrics", "0005_rollup_fewer_indexes"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ListenerState',
+            name="ListenerState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('node_id', models.CharField(max_length=64, unique=True)),
-                ('connected', models.BooleanField(default=False)),
-                ('last_heartbeat_sent', models.DateTimeField(blank=True, null=True)),
-                ('last_collection', models.JSONField(blank=True, default=dict)),
-                ('queue_depths', models.JSONField(blank=True, default=dict)),
-                ('queue_dropped', models.JSONField(blank=True, default=dict)),
-                ('durable_finalize', models.BooleanField(default=False)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("node_id", models.CharField(max_length=64, unique=True)),
+                ("connected", models.BooleanField(default=False)),
+                ("last_heartbeat_sent", models.DateTimeField(blank=True, null=True)),
+                ("last_collection", models.JSONField(blank=True, default=dict)),
+                ("queue_depths", models.JSONField(blank=True, default=dict)),
+                ("queue_dropped", models.JSONField(blank=True, default=dict)),
+                ("durable_finalize", models.BooleanField(default=False)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField()),
             ],
             options={
-                'db_table': 'listener_state',
+                "db_table": "listener_state",
             },
         ),
     ]

@@ -2,10 +2,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from collator.local_config import BUNDLED_CONFIG_URLS, LocalConfigError, load_local_config, parse_local_config
+from collator.local_config import (
+    BUNDLED_CONFIG_URLS,
+    LocalConfigError,
+    load_local_config,
+    nats_config_errors,
+    nats_node_id_warnings,
+    parse_local_config,
+)
 
 
 def test_it_uses_the_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,3 +73,53 @@ def test_it_ships_an_example_config_that_loads() -> None:
     config = parse_local_config(json.loads(example.read_text()), source=example)
     assert config.nats.node_id
     assert config.mysql.enabled
+
+
+def test_it_names_the_node_collator_local_only_without_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config file with an empty NodeID keeps it empty, so the listener can refuse it (nats-protocol §3)."""
+    monkeypatch.delenv("COLLATOR_CONFIG", raising=False)
+    monkeypatch.delenv("COLLATOR_NATS_NODE_ID", raising=False)
+    path = tmp_path / "ibpcollator.json"
+
+    assert load_local_config().nats.node_id == "COLLATOR-LOCAL"
+    assert parse_local_config({"Nats": {"NodeID": ""}}, source=path).nats.node_id == ""
+    assert parse_local_config({"Nats": {"Url": "nats://a:4222"}}, source=path).nats.node_id == ""
+    monkeypatch.setenv("COLLATOR_NATS_NODE_ID", "COLLATOR-ENV")
+    assert parse_local_config({"Nats": {"NodeID": ""}}, source=path).nats.node_id == "COLLATOR-ENV"
+
+
+@pytest.mark.parametrize(
+    ("nats", "errors"),
+    [
+        ({"node_id": "COLLATOR-01", "urls": ("nats://a:4222",), "user": "", "password": ""}, []),
+        (
+            {"node_id": " ", "urls": ("nats://a:4222",), "user": "", "password": "__SET_ME__"},
+            [
+                "Nats.NodeID is empty: it names this collator on the bus and must be set (nats-protocol §3)",
+                "Nats.Pass is still __SET_ME__: set it in the config file or in COLLATOR_NATS_PASS",
+            ],
+        ),
+        (
+            {"node_id": "COLLATOR-01", "urls": ("nats://a:4222", "__SET_ME__"), "user": "u", "password": "p"},
+            ["Nats.Url is still __SET_ME__: set it in the config file or in COLLATOR_NATS_URL"],
+        ),
+        ({"node_id": "COLLATOR-01", "urls": (), "user": "", "password": ""}, ["Nats.Url names no server"]),
+    ],
+)
+def test_it_lists_what_keeps_the_nats_block_from_being_used(nats: dict[str, Any], errors: list[str]) -> None:
+    assert nats_config_errors(**nats) == errors
+
+
+@pytest.mark.parametrize(
+    ("node_id", "words"),
+    [
+        ("COLLATOR-01", []),
+        ("collator-dns-1", ["dns"]),
+        ("MonitorCollator", ["monitor"]),
+        ("DNSMONITOR", ["monitor", "dns"]),
+    ],
+)
+def test_it_finds_the_role_words_peers_guess_from(node_id: str, words: list[str]) -> None:
+    assert nats_node_id_warnings(node_id) == words

@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from metrics.models import RequestStat
+from metrics.rollup_models import RequestDailyMember
 from metrics.simulator import NetworkShape, SimulatedNetwork, SimulatorOptions
 from tests.nats_server import NatsServer
 
@@ -66,6 +67,11 @@ def test_it_backfills_given_dates_per_node_and_a_rerun_writes_nothing(
     assert stored == expected
     assert RequestStat.objects.count() == 2 * 2 * 30
     assert "2025-02-27: 2 node(s) replied" in out.getvalue()
+    # The API's rollups hold the same day totals, summed over the two nodes.
+    rollup: dict[date, int] = {}
+    for day, hits in RequestDailyMember.objects.values_list("date", "hits"):
+        rollup[day] = rollup.get(day, 0) + hits
+    assert rollup == {day: sum(expected[(day, node.node_id)] for node in simulated.dns_nodes) for day in days}
     again = io.StringIO()
     call_command("collect_usage", *args, stdout=again)
     assert "written 0, unchanged 120" in again.getvalue()

@@ -6,7 +6,10 @@ Peers are separate NATS connections publishing exactly what Go peers publish.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
+import time
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -16,7 +19,15 @@ from metrics.listener import NatsListener
 from metrics.models import ClusterNode, MemberEvent, RequestStat
 from metrics.protocol import SUBJECT_CLUSTER, SUBJECT_FINALIZE, SUBJECT_USAGE_DATA, FinalizeMessage
 from tests.metrics.finalize_factory import finalize
-from tests.metrics.nats_peers import ScriptedDnsNode, peer, usage_reply, wait_until, wait_until_db, with_listener
+from tests.metrics.nats_peers import (
+    ScriptedDnsNode,
+    SettableClock,
+    peer,
+    usage_reply,
+    wait_until,
+    wait_until_db,
+    with_listener,
+)
 from tests.nats_server import NatsServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -398,3 +409,82 @@ def test_it_stores_unsolicited_usage_data(nats_server: NatsServer) -> None:
 
     asyncio.run(with_listener(nats_server.url, body))
     assert [(r[1], r[-1]) for r in usage_rows()] == [("DNS-09", 77)]
+
+
+def test_it_rejects_and_counts_a_finalize_without_decided_at_and_keeps_going(nats_server: NatsServer) -> None:
+    """A missing DecidedAt decodes to Go's zero time; it must not open an outage at 0001-01-01."""
+    good = finalize("good", online=False, decided_at="2025-03-01T00:00:00Z")
+    undated = finalize("undated", online=False, decided_at="2025-03-01T00:00:00Z").to_json()
+    undated = undated.replace(b',"DecidedAt":"2025-03-01T00:00:00Z"', b"")
+    assert b"DecidedAt" not in undated
+
+    async def body(listener: NatsListener) -> None:
+        nc = await peer(nats_server.url, "MONITOR-1")
+        await nc.publish(SUBJECT_FINALIZE, undated)
+        await nc.publish(SUBJECT_FINALIZE, good.to_json())
+        await nc.drain()
+        await wait_until(lambda: finalized(listener) == 1)
+        assert dict(listener.counters.rejects) == {"missing_decided_at": 1}
+        assert dict(listener.counters.finalize) == {"opened": 1}
+
+    asyncio.run(with_listener(nats_server.url, body))
+    assert event_rows() == [("3", ENDPOINT, 0, at("2025-03-01 00:00:00"), None, "good", None)]
+
+
+def collator_join(last_heard: str) -> bytes:
+    """The collator's join byte for byte, as nats-protocol §5.1 shows it."""
+    return (
+        '{"type":"join","sender":{"NodeID":"COLLATOR-TEST","PublicAddress":"","ListenAddress":"0.0.0.0",'
+        f'"ListenPort":"0","NodeRole":"IBPCollator","LastHeard":"{last_heard}"}},"members":null}}'
+    ).encode()
+
+
+def test_it_joins_at_start_up_and_then_on_every_heartbeat(nats_server: NatsServer) -> None:
+    clock = SettableClock(datetime(2025, 3, 14, 9, 0, 2, 417305, tzinfo=UTC))
+    heard: list[tuple[float, bytes]] = []
+
+    async def run() -> None:
+        observer = await peer(nats_server.url, "OBSERVER")
+
+        async def on_cluster(msg: Any) -> None:
+            heard.append((time.monotonic(), msg.data))
+
+        await observer.subscribe(SUBJECT_CLUSTER, cb=on_cluster)
+        await observer.flush()
+
+        async def body(listener: NatsListener) -> None:
+            await wait_until(lambda: len(heard) == 1)
+            clock.now = datetime(2025, 3, 14, 9, 1, 32, tzinfo=UTC)
+            await wait_until(lambda: len(heard) >= 3)
+
+        await with_listener(nats_server.url, body, clock=clock, heartbeat_seconds=0.5)
+        await observer.drain()
+
+    asyncio.run(run())
+    # The join at start-up carries the start time; each heartbeat the time it was sent.
+    assert [data for _, data in heard[:3]] == [
+        collator_join("2025-03-14T09:00:02.417305Z"),
+        collator_join("2025-03-14T09:01:32Z"),
+        collator_join("2025-03-14T09:01:32Z"),
+    ]
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(heard[:3])]
+    assert all(0.4 < gap < 1.5 for gap in gaps), gaps
+
+
+def test_it_warns_when_its_node_id_looks_like_another_role(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Peers guess roles from IDs (nats-protocol §3, §6.2): `dns` or `monitor` in ours misleads them."""
+
+    async def body(listener: NatsListener) -> None:
+        return None
+
+    with caplog.at_level(logging.WARNING, logger="metrics.listener"):
+        asyncio.run(with_listener(nats_server.url, body, node_id="Collator-DNS-Monitor-1"))
+        asyncio.run(with_listener(nats_server.url, body, node_id="COLLATOR-02"))
+
+    warnings = [r.getMessage() for r in caplog.records if "event=node_id_warning" in r.getMessage()]
+    assert warnings == [
+        "event=node_id_warning node_id=Collator-DNS-Monitor-1 contains=monitor reason=peers_guess_roles_from_node_ids",
+        "event=node_id_warning node_id=Collator-DNS-Monitor-1 contains=dns reason=peers_guess_roles_from_node_ids",
+    ]

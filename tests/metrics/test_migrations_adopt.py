@@ -365,3 +365,52 @@ def test_it_can_run_the_adoption_steps_again(go_database: str) -> None:
 
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert (_events(go_database), _requests(go_database), _requests(go_database, "requests_adopt_rejects")) == before
+
+
+# A domain recovery as a monitor sends it, applied by the service the listener calls.
+CLOSE_ADOPTED_DOMAIN = """
+import os
+from datetime import UTC, datetime
+from metrics.protocol import FinalizeMessage
+from metrics.services import downtime_finalize
+message = FinalizeMessage.from_json(os.environ["FINALIZE_JSON"])
+outcome = downtime_finalize(message=message, now=datetime(2026, 1, 6, 3, tzinfo=UTC))
+print(outcome.action, outcome.closed_ids)
+"""
+
+
+def test_it_closes_an_adopted_open_domain_row_whose_endpoint_was_null(go_database: str) -> None:
+    """Row 4 (Amforc / domain / ssl on rpc.ibp.network) is open with a NULL endpoint, as the
+    monitor-side writer leaves domain checks; after adoption a recovery must close it."""
+    assert _migrate(go_database).returncode == 0
+    recovery = (
+        b'{"Proposal":{"ID":"rec-4","SenderNodeID":"MONITOR-EU-1","CheckType":"domain","CheckName":"ssl",'
+        b'"MemberName":"Amforc","DomainName":"rpc.ibp.network","Endpoint":"","ProposedStatus":true,'
+        b'"ErrorText":"","Data":null,"IsIPv6":false,"Timestamp":"2026-01-06T02:30:00Z"},'
+        b'"Passed":true,"DecidedAt":"2026-01-06T02:30:00.25Z"}'
+    )
+    env = os.environ | {
+        "COLLATOR_CONFIG": "config/test-mysql.json",
+        "COLLATOR_MYSQL_DB": go_database,
+        "FINALIZE_JSON": recovery.decode(),
+    }
+
+    run = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", CLOSE_ADOPTED_DOMAIN],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines()[-1] == "closed (4,)"
+    assert _events(go_database)[4] == (
+        "2", "ssl", "", "Amforc", "rpc.ibp.network", 1, 0,
+        datetime(2026, 1, 6), datetime(2026, 1, 6, 2, 30, 0), None, None, None,
+    )  # fmt: skip
+    assert _query(go_database, "SELECT close_proposal_id FROM member_events WHERE id = 4") == [("rec-4",)]
+    # Every other row is as the adoption left it.
+    assert _query(go_database, "SELECT COUNT(*) FROM member_events WHERE close_proposal_id IS NOT NULL") == [(1,)]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
+import metrics.protocol as protocol_module
 from metrics.protocol import (
     ClusterMessage,
     FinalizeMessage,
@@ -20,6 +23,7 @@ from metrics.protocol import (
     go_json,
     go_string,
     parse_usage_date,
+    usage_reply_fold,
 )
 
 # A finalize as a Go monitor (NEW) writes it: nanoseconds, a +02:00 zone (Go keeps the zone
@@ -233,6 +237,106 @@ def test_it_rejects_what_go_rejects(kind: type, wire: bytes, reason: str) -> Non
 def test_it_accepts_a_whole_float_for_hits_and_counts_it() -> None:
     reply = decode_usage_reply(b'{"nodeID":"D","usageRecords":[{"date":"2025-03-14","hits":5.0}]}')
     assert (reply.records[0][8], reply.float_hits) == (5, 1)
+
+
+GO_RECORD = (
+    b'{"nodeid":"","date":"2025-03-14T00:00:00Z","domain":"rpc.dotters.network","memberName":"Alpha \\u0026 Nodes",'
+    b'"countryCode":"DE","asn":"AS3320","networkName":"Deutsche Telekom","countryName":"Germany","hits":1520,'
+    b'"isIPv6":true}'
+)
+GO_ROW = (
+    "",
+    "2025-03-14T00:00:00Z",
+    "rpc.dotters.network",
+    "Alpha & Nodes",
+    "DE",
+    "AS3320",
+    "Deutsche Telekom",
+    "Germany",
+    1520,
+    True,
+)
+# Replies the fast path must hand back to the exact decoder (its result, or its rejection):
+# keys in another case, nulls, a whole float, a lone surrogate, invalid UTF-8, a null record,
+# a bad record after good ones, an unknown key, garbage, and the reject table's usage cases.
+FOLD_CASES = [
+    b'{"nodeID":"DNS-01","usageRecords":[' + GO_RECORD + b"]}",
+    b'{"nodeID":"DNS-01","usageRecords":[' + GO_RECORD + b"," + GO_RECORD + b'],"error":""}',
+    b'{"nodeID":"DNS-02","usageRecords":null}',
+    b'{"nodeID":"DNS-02"}',
+    b"{}",
+    b'{"nodeID":"DNS-03","usageRecords":[],"error":"StartDate must be before or equal to EndDate"}',
+    b'{"NODEID":"DNS-01","UsageRecords":[{"NodeID":"","Hits":5,"DATE":"2025-03-14"}]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b',{"date":"2025-03-14","Hits":7,"hits":8}]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b',{"date":"2025-03-14","hits":5.0}]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b',{"date":null,"domain":"x","hits":3}]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b",null]}",
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b',{"domain":"\\ud800","hits":1}]}',
+    b'{"nodeID":"D","usageRecords":[{"domain":"caf\xe9","hits":1}]}',
+    b'{"nodeID":"D","usageRecords":[{"domain":"x","hits":1,"extra":[1,{"a":null}]}]}',
+    b'{"nodeID":"D","usageRecords":[{"hits":1,"hits":2}]}',
+    b'{"nodeID":"D","usageRecords":[{"hits":18446744073709551616}]}',
+    b'{"nodeID":"D","nodeid":"E","usageRecords":[]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b',{"hits":"5"}]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b',{"isIPv6":1}]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD + b",5]}",
+    b'{"nodeID":"D","usageRecords":{}}',
+    b'{"nodeID":7,"usageRecords":[]}',
+    b'{"nodeID":"D","error":null,"usageRecords":[]}',
+    b'{"nodeID":"D","usageRecords":[{"hits":NaN}]}',
+    b'{"nodeID":"D","usageRecords":[' + GO_RECORD,
+    b'{"nodeID":"D","usageRecords":[]} trailing',
+    b'\xef\xbb\xbf{"nodeID":"D","usageRecords":[]}',
+    b'"DNS-01"',
+    b"",
+]
+
+
+def _fold_or_reason(data: bytes) -> tuple[Any, ...]:
+    def fold(reply: Any, records: Iterable[tuple[Any, ...]]) -> tuple[Any, ...]:
+        return (reply.node_id, reply.error, list(records), reply.float_hits)
+
+    try:
+        return usage_reply_fold(data, fold)
+    except ProtocolError as exc:
+        return ("rejected", exc.reason)
+
+
+def _exact_or_reason(data: bytes) -> tuple[Any, ...]:
+    try:
+        reply = decode_usage_reply(data)
+    except ProtocolError as exc:
+        return ("rejected", exc.reason)
+    return (reply.node_id, reply.error, reply.records or [], reply.float_hits)
+
+
+@pytest.mark.parametrize("wire", FOLD_CASES)
+def test_it_folds_a_usage_reply_exactly_as_the_exact_decoder_reads_it(wire: bytes) -> None:
+    assert _fold_or_reason(wire) == _exact_or_reason(wire)
+
+
+@pytest.mark.parametrize("wire", FOLD_CASES)
+def test_it_folds_the_same_without_msgspec(wire: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol_module, "msgspec", None)
+    assert _fold_or_reason(wire) == _exact_or_reason(wire)
+
+
+def test_it_takes_a_go_shaped_reply_on_the_fast_path_and_restarts_the_fold_on_a_miss() -> None:
+    """A Go-shaped reply folds once; a reply whose third record says `Hits` folds twice,
+    the second time from the start, so the result holds each record once."""
+    calls: list[int] = []
+
+    def fold(reply: Any, records: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        calls.append(1)
+        return list(records)
+
+    go_shaped = b'{"nodeID":"DNS-01","usageRecords":[' + GO_RECORD + b"," + GO_RECORD + b"]}"
+    assert usage_reply_fold(go_shaped, fold) == [GO_ROW, GO_ROW]
+    assert len(calls) == 1
+    calls.clear()
+    mixed = b'{"nodeID":"DNS-01","usageRecords":[' + GO_RECORD + b"," + GO_RECORD + b',{"Hits":9}]}'
+    assert usage_reply_fold(mixed, fold) == [GO_ROW, GO_ROW, ("", "", "", "", "", "", "", "", 9, False)]
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(

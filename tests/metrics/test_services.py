@@ -1,23 +1,22 @@
-"""downtime_finalize (nats-protocol §8.6 with DECISIONS 1) and the usage writes, on the real DB.
+"""downtime_finalize (nats-protocol §8.6 with DECISIONS 1) and the identity normal forms, on the real DB.
 
 Times in the rows are whole seconds: DecidedAt 00:59:42.004931 is stored as 00:59:42.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 
-from metrics.models import FinalizeApplied, MemberEvent, PendingRecovery, RequestStat
+from metrics.models import FinalizeApplied, MemberEvent, PendingRecovery
+from metrics.protocol import FinalizeMessage
 from metrics.services import (
     FinalizeRejected,
-    UsageHitsCache,
     domain_normalise,
     downtime_finalize,
     endpoint_normalise,
-    usage_reply_store,
-    usage_upsert_batch,
 )
 from tests.metrics.finalize_factory import finalize
 
@@ -145,6 +144,52 @@ def test_it_closes_a_legacy_endpoint_text_row_with_the_numeric_identity() -> Non
     ]
 
 
+def test_it_closes_an_adopted_domain_row_whose_endpoint_was_null() -> None:
+    """The monitor-side writer left NULL in `endpoint` for domain checks; adoption made it ''."""
+    adopted = MemberEvent.objects.create(
+        check_type="2",
+        check_name="ssl",
+        endpoint="",
+        domain_name="rpc.ibp.network",
+        member_name="Amforc",
+        is_ipv6=0,
+        status=0,
+        start_time=at("2026-01-06 00:00:00"),
+    )
+    domain = {"check_type": "domain", "check_name": "ssl", "domain": "rpc.ibp.network", "member": "Amforc"}
+
+    offline = downtime_finalize(
+        message=finalize("d1", online=False, decided_at="2026-01-06T00:05:00Z", **domain), now=NOW
+    )
+    online = downtime_finalize(
+        message=finalize("d2", online=True, decided_at="2026-01-06T02:30:00Z", **domain), now=NOW
+    )
+
+    # The same outage, still open: merged into the adopted row, no second open row.
+    assert (offline.action, offline.event_id) == ("merged", adopted.pk)
+    assert (online.action, online.closed_ids) == ("closed", (adopted.pk,))
+    assert event_rows() == [("2", "", 1, at("2026-01-06 00:00:00"), at("2026-01-06 02:30:00"), None, "d2")]
+    assert PendingRecovery.objects.count() == 0
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_it_rejects_a_finalize_without_decided_at(online: bool) -> None:
+    """Go's zero time would open an outage at 0001-01-01 (or close one at its own start)."""
+    downtime_finalize(message=finalize("open", online=False, decided_at="2025-03-01T01:00:00Z"), now=NOW)
+    wire = finalize("no-time", online=online, decided_at="2025-03-01T01:30:00Z").to_json()
+    message = FinalizeMessage.from_json(wire.replace(b',"DecidedAt":"2025-03-01T01:30:00Z"', b""))
+    assert message.decided_at.format() == "0001-01-01T00:00:00Z"
+
+    with pytest.raises(FinalizeRejected) as raised:
+        downtime_finalize(message=message, now=NOW)
+
+    assert raised.value.reason == "missing_decided_at"
+    assert str(raised.value) == "finalize 'no-time' has no DecidedAt"
+    assert event_rows() == [("3", ENDPOINT, 0, at("2025-03-01 01:00:00"), None, "open", None)]
+    assert list(FinalizeApplied.objects.values_list("proposal_id", flat=True)) == ["open"]
+    assert PendingRecovery.objects.count() == 0
+
+
 def test_it_ignores_a_finalize_that_did_not_pass_and_rejects_an_unknown_check_type() -> None:
     ignored = downtime_finalize(
         message=finalize("a", online=False, decided_at="2025-03-01T01:00:00Z", passed=False), now=NOW
@@ -190,8 +235,13 @@ def test_it_stores_identity_columns_per_check_type_and_data_as_go_would() -> Non
             "PingCheck: loss=40%",
             {"AvgRtt": 912, "PacketLoss": 40, "StdDevRtt": 2.5},
         ),
-        domain.event_id: ("2", "wss", "rpc.dotters.network", "rpc.dotters.network", None, {}),
+        domain.event_id: ("2", "wss", "rpc.dotters.network", "rpc.dotters.network", None, None),
     }
+    # A nil Data is stored as Go stores it: the JSON text `null` (DECISIONS 5), not SQL NULL.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, additional_data FROM member_events ORDER BY id")
+        stored = dict(cursor.fetchall())
+    assert stored == {site.event_id: '{"AvgRtt": 912, "PacketLoss": 40, "StdDevRtt": 2.5}', domain.event_id: "null"}
 
 
 @pytest.mark.parametrize(
@@ -218,44 +268,3 @@ def test_it_normalises_domains(raw: str, expected: str) -> None:
 )
 def test_it_normalises_endpoints(raw: str, expected: str) -> None:
     assert endpoint_normalise(raw) == expected
-
-
-# --- usage ---------------------------------------------------------------------------------
-
-DAY = date(2025, 3, 14)
-
-
-def usage_rows() -> list[tuple[object, ...]]:
-    return list(
-        RequestStat.objects.order_by("node_id", "domain_name", "network_asn").values_list(
-            "date", "node_id", "domain_name", "network_asn", "country_code", "is_ipv6", "hits"
-        )
-    )
-
-
-def key(domain: str, asn: str = "AS3320", ipv6: int = 0) -> tuple[object, ...]:
-    return (DAY, domain, "Alpha Nodes", asn, "Deutsche Telekom AG", "DE", "Germany", ipv6)
-
-
-def test_it_replaces_hits_and_skips_unchanged_rows() -> None:
-    cache = UsageHitsCache()
-    first = usage_reply_store(node_id="DNS-01", rows={key("a.net"): 10, key("b.net"): 20}, cache=cache)
-    second = usage_reply_store(node_id="DNS-01", rows={key("a.net"): 10, key("b.net"): 25}, cache=cache)
-    assert (first.rows_written, first.rows_unchanged, first.dates, first.nodes) == (2, 0, {DAY}, {"DNS-01"})
-    assert (second.rows_written, second.rows_unchanged) == (1, 1)
-    # A fresh process loads the day from the table and also skips the unchanged row.
-    third = usage_reply_store(node_id="DNS-01", rows={key("a.net"): 10, key("b.net"): 30}, cache=UsageHitsCache())
-    assert (third.rows_written, third.rows_unchanged) == (1, 1)
-    assert usage_rows() == [
-        (DAY, "DNS-01", "a.net", "AS3320", "DE", 0, 10),
-        (DAY, "DNS-01", "b.net", "AS3320", "DE", 0, 30),
-    ]
-
-
-def test_it_upserts_in_multi_row_batches_without_adding() -> None:
-    rows = [(DAY, "DNS-01", f"d{i}.net", "Alpha Nodes", "", "", "DE", "Germany", 0, i) for i in range(1, 2501)]
-    assert usage_upsert_batch(rows=rows, rows_per_statement=1000) == 2500
-    usage_upsert_batch(rows=[(*r[:-1], r[-1] * 2) for r in rows], rows_per_statement=1000)
-    assert RequestStat.objects.count() == 2500
-    # Sum of 2·i for i = 1..2500 = 2500·2501 = 6,252,500.
-    assert sum(RequestStat.objects.values_list("hits", flat=True)) == 6_252_500

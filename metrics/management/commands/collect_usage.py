@@ -14,6 +14,7 @@ from django.utils import timezone
 from metrics.collection import MAX_REPLY_BYTES, REPLY_TIMEOUT_SECONDS, round_days, usage_collect_days
 from metrics.models import ClusterNode
 from metrics.protocol import ROLE_DNS
+from metrics.rollups import usage_rollups_refresh
 
 
 def _date(text: str) -> date:
@@ -73,10 +74,13 @@ class Command(BaseCommand):
                 max_reply_bytes=int(getattr(settings, "NATS_MAX_REPLY_BYTES", MAX_REPLY_BYTES)),
             )
         )
+        # The API reads the daily rollups: bring the touched days up to date (the listener
+        # does the same after each of its rounds).
+        usage_rollups_refresh(dates=result.dates)
         for day, nodes in sorted(result.replied.items()):
             self.stdout.write(f"{day.isoformat()}: {len(nodes)} node(s) replied: {', '.join(sorted(nodes)) or '-'}")
         self.stdout.write(
             f"rows received {result.stored.rows_received}, written {result.stored.rows_written}, "
             f"unchanged {result.stored.rows_unchanged}, rejected {sum(result.rejected.values())} {dict(result.rejected)}; "
-            f"dates touched: {', '.join(d.isoformat() for d in sorted(result.dates)) or '-'}"
+            f"dates touched (rollups refreshed): {', '.join(d.isoformat() for d in sorted(result.dates)) or '-'}"
         )

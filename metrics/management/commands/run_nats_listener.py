@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from metrics.listener import NatsListener, listener_config_from_settings
+from metrics.malloc_tuning import malloc_tune_for_large_messages
 
 
 class Command(BaseCommand):
@@ -24,6 +25,7 @@ class Command(BaseCommand):
         if options["nats_url"]:
             overrides["servers"] = tuple(u.strip() for u in options["nats_url"].split(",") if u.strip())
         config = listener_config_from_settings(settings, **overrides)
+        malloc_tune_for_large_messages()
         asyncio.run(self._run(NatsListener(config)))
 
     async def _run(self, listener: NatsListener) -> None:
