@@ -32,6 +32,20 @@ Rules (§11.2, §11.3 and the fixes of §13 N12):
   never gets more than N + 1 messages per window. A folded OFFLINE row stores
   `fold:<summary event id>`, so its later ONLINE is a new message and a restart does not
   announce it again.
+
+A homeserver outage loses nothing (§11.7 asks for a queue; REF drops the alert):
+- an alert the client could not send after its few quick retries (5xx, refused or timed-out
+  connections, a login that keeps failing) is kept, and so is every alert queued after it,
+  in order; the oldest is tried again after MATRIX_ALERT_RETRY_INITIAL_SECONDS, doubling up
+  to MATRIX_ALERT_RETRY_MAX_SECONDS, and once it goes out the rest follow. So an outage
+  that opened and closed while the homeserver was away is one OFFLINE message edited to
+  ONLINE, never a lone ONLINE. A job that cannot read its row (the DB is down) waits too.
+- each message keeps one transaction id across all its tries, so a send whose answer was
+  lost is de-duplicated by the homeserver and never posted twice;
+- every MATRIX_ALERT_SWEEP_SECONDS the sender looks for open rows with no
+  `matrix_event_id` that opened within MATRIX_ALERT_SWEEP_MAX_AGE_SECONDS and announces
+  them: alerts dropped from a full queue, or left when the previous process stopped;
+- all of it runs on the sender's own task and thread: a DB write never waits for it.
 """
 
 from __future__ import annotations
@@ -41,13 +55,16 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
+from django.utils import timezone
 
 from collator.local_config import MatrixConfig
 from metrics.alert_messages import (
@@ -57,7 +74,14 @@ from metrics.alert_messages import (
     offline_content,
     online_content,
 )
-from metrics.matrix import MatrixClient, MatrixError, MatrixRequestError, RetryPolicy
+from metrics.matrix import (
+    MatrixClient,
+    MatrixError,
+    MatrixRequestError,
+    MatrixUnavailableError,
+    RetryPolicy,
+    new_txn_id,
+)
 from metrics.models import MemberEvent
 from metrics.telemetry import telemetry_alert_failed, telemetry_alert_sent, telemetry_queue_depth_set
 
@@ -73,6 +97,13 @@ QUEUE_NAME = "matrix_alerts"
 DEFAULT_BURST_LIMIT = 10
 DEFAULT_BURST_WINDOW_SECONDS = 60.0
 DEFAULT_QUEUE_SIZE = 1000
+# While the homeserver is down, the waiting alerts are tried again after 15 s, 30 s, 60 s …
+# up to every 5 min (each try is itself the client's few quick retries).
+DEFAULT_RETRY_INITIAL_SECONDS = 15.0
+DEFAULT_RETRY_MAX_SECONDS = 300.0
+# Every minute, open rows of the last day that have no Matrix event id are announced.
+DEFAULT_SWEEP_SECONDS = 60.0
+DEFAULT_SWEEP_MAX_AGE_SECONDS = 86400.0
 SEEN_LIMIT = 100_000  # rows remembered for de-duplication; older ones fall back on the DB check
 
 MentionsSource = Callable[[], Mapping[str, Sequence[str]]]
@@ -104,6 +135,25 @@ def alert_mentions_from_config() -> Mapping[str, Sequence[str]]:
 _MENTIONS_CACHE: dict[str, tuple[int, Mapping[str, Sequence[str]]]] = {}
 
 
+@dataclass(frozen=True)
+class _Summary:
+    """A burst summary waiting to be sent: the folded jobs and its own transaction id."""
+
+    jobs: tuple[AlertJob, ...]
+    txn_id: str
+
+
+_Work = AlertJob | _Summary
+
+
+class _RetryLater(Exception):
+    """The homeserver (or the DB the job must read) cannot be reached now: keep the item."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class AlertSender:
     """One asyncio task that sends queued alerts in order, one at a time."""
 
@@ -116,34 +166,66 @@ class AlertSender:
         burst_window: float = DEFAULT_BURST_WINDOW_SECONDS,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         mentions_source: MentionsSource = alert_mentions_from_config,
+        retry_initial: float = DEFAULT_RETRY_INITIAL_SECONDS,
+        retry_max: float = DEFAULT_RETRY_MAX_SECONDS,
+        sweep_interval: float = DEFAULT_SWEEP_SECONDS,
+        sweep_max_age: float = DEFAULT_SWEEP_MAX_AGE_SECONDS,
     ) -> None:
         if burst_limit < 1:
             raise ValueError("MATRIX_ALERT_BURST_LIMIT must be at least 1")
+        if retry_initial <= 0 or retry_max < retry_initial:
+            raise ValueError(
+                "MATRIX_ALERT_RETRY_INITIAL_SECONDS must be > 0 and at most MATRIX_ALERT_RETRY_MAX_SECONDS"
+            )
+        if sweep_interval <= 0:
+            raise ValueError("MATRIX_ALERT_SWEEP_SECONDS must be > 0")
         self.client = client
         self.burst_limit = burst_limit
         self.burst_window = burst_window
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.sweep_interval = sweep_interval
+        self.sweep_max_age = sweep_max_age
         self._executor = executor
         self._mentions_source = mentions_source
+        self._queue_size = queue_size
         self._queue: asyncio.Queue[AlertJob] = asyncio.Queue(maxsize=queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, int], None] = {}  # (kind, row id) already queued
+        self._seen: dict[tuple[str, int], None] = {}  # (kind, row id) queued, waiting or sent
         self._matrix_ids: dict[int, str] = {}  # row id → OFFLINE event id (or fold marker)
+        self._unstored: dict[int, str] = {}  # sent, but the DB was down when we stored the id
+        self._given_up: set[int] = set()  # refused for good: the sweep does not try them again
+        self._edit_refused: set[int] = set()  # rows whose ONLINE edit was refused (§11.3)
+        self._txn_ids: dict[tuple[str, int], str] = {}  # one txn id per message, across requeues
         self._window_start: float | None = None
         self._window_sent = 0
         self._folded: list[AlertJob] = []
+        # Work the homeserver could not take, oldest first; retried with a growing delay.
+        self._waiting: deque[_Work] = deque()
+        self._in_flight: _Work | None = None
+        self._retry_failures = 0
+        self._retry_at: float | None = None
+        self._next_sweep = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # The first sweep waits one interval: the listener's own reports come first.
+        self._next_sweep = time.monotonic() + self.sweep_interval
         self._task = self._loop.create_task(self._run(), name="matrix-alert-sender")
 
     async def stop(self, *, drain_timeout: float = 10.0) -> None:
-        """Send what is queued (up to `drain_timeout` seconds), flush a pending fold, stop."""
+        """Send what is queued or waiting (up to `drain_timeout` seconds), flush a fold, stop.
+
+        What is still waiting then is logged. Its open rows have no Matrix event id, so the
+        sweep of the next start announces them.
+        """
         if self._task is None:
             return
+        deadline = time.monotonic() + drain_timeout
         try:
             await asyncio.wait_for(self._queue.join(), timeout=drain_timeout)
         except TimeoutError:
@@ -152,11 +234,30 @@ class AlertSender:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._in_flight is not None:  # cancelled half-way: it goes back first, same txn id
+            self._waiting.appendleft(self._in_flight)
+            self._in_flight = None
         if self._folded:
-            try:
-                await asyncio.wait_for(self._flush_fold(), timeout=drain_timeout)
-            except (TimeoutError, MatrixError) as exc:
-                logger.warning("event=matrix_alerts_stop_fold_lost count=%s error=%r", len(self._folded), str(exc))
+            self._waiting.append(self._new_summary())
+        try:
+            # One more try of each waiting item, in order, while the homeserver answers.
+            while self._waiting and time.monotonic() < deadline:
+                item = self._waiting.popleft()
+                remaining = max(0.0, deadline - time.monotonic())
+                if not await asyncio.wait_for(self._attempt(item), timeout=remaining):
+                    break
+        except TimeoutError:
+            pass
+        if self._in_flight is not None:
+            self._waiting.appendleft(self._in_flight)
+            self._in_flight = None
+        if self._waiting:
+            logger.warning(
+                "event=matrix_alerts_stop_pending left=%s note=open_rows_are_announced_by_the_next_sweep",
+                self._depth_waiting(),
+            )
+        if self._unstored:
+            await self._store_unstored()
         await self._blocking(connections.close_all)
         self._executor.shutdown(wait=True)
 
@@ -193,12 +294,23 @@ class AlertSender:
             telemetry_alert_failed(kind=job.kind, reason="queue_full")
             logger.error("event=matrix_alert_dropped reason=queue_full kind=%s member_event=%s", job.kind, job.event_id)
             return False
-        telemetry_queue_depth_set(queue=QUEUE_NAME, depth=self._queue.qsize())
+        self._publish_depth()
         return True
 
     def _forget(self, key: tuple[str, int]) -> None:
         with self._lock:
             self._seen.pop(key, None)
+
+    @property
+    def depth(self) -> int:
+        """Alerts not sent yet: queued, waiting for the homeserver, or folded."""
+        return self._queue.qsize() + self._depth_waiting() + len(self._folded)
+
+    def _depth_waiting(self) -> int:
+        return sum(len(item.jobs) if isinstance(item, _Summary) else 1 for item in self._waiting)
+
+    def _publish_depth(self) -> None:
+        telemetry_queue_depth_set(queue=QUEUE_NAME, depth=self.depth)
 
     # --- the task -----------------------------------------------------------------------------
 
@@ -206,25 +318,102 @@ class AlertSender:
         getter: asyncio.Task[AlertJob] | None = None
         try:
             while True:
+                now = time.monotonic()
+                if self._waiting and self._retry_at is not None and now >= self._retry_at:
+                    await self._retry_waiting()
+                    continue
+                if now >= self._next_sweep:
+                    await self._sweep()
+                    continue
+                fold_due = self._fold_due_in()
+                if fold_due is not None and fold_due <= 0:
+                    await self._flush_fold()
+                    continue
                 if getter is None:
                     getter = asyncio.ensure_future(self._queue.get())
-                deadline = self._fold_due_in()
-                done, _ = await asyncio.wait({getter}, timeout=deadline)
+                timeouts = [self._next_sweep - now]
+                if fold_due is not None:
+                    timeouts.append(fold_due)
+                if self._waiting and self._retry_at is not None:
+                    timeouts.append(self._retry_at - now)
+                done, _ = await asyncio.wait({getter}, timeout=max(0.0, min(timeouts)))
                 if not done:
-                    await self._flush_fold()
                     continue
                 job = getter.result()
                 getter = None
-                telemetry_queue_depth_set(queue=QUEUE_NAME, depth=self._queue.qsize())
                 try:
-                    await self._handle(job)
-                except Exception:  # one bad alert must not stop the sender
-                    logger.exception("event=matrix_alert_error kind=%s member_event=%s", job.kind, job.event_id)
+                    if self._waiting:
+                        # The homeserver is down: wait behind the others, so that one row's
+                        # OFFLINE still goes out before its ONLINE.
+                        self._wait(job)
+                    else:
+                        await self._attempt(job)
                 finally:
                     self._queue.task_done()
+                    self._publish_depth()
         finally:
             if getter is not None:
                 getter.cancel()
+
+    async def _attempt(self, item: _Work) -> bool:
+        """Send one item. False when it could not be sent now; it then waits, at the front."""
+        self._in_flight = item
+        try:
+            if isinstance(item, _Summary):
+                await self._send_summary(item)
+            else:
+                await self._handle(item)
+        except _RetryLater as exc:
+            self._in_flight = None
+            self._waiting.appendleft(item)
+            self._retry_later(item, exc.cause)
+            return False
+        except Exception:  # one bad alert must not stop the sender
+            kind, row = (SUMMARY, "-") if isinstance(item, _Summary) else (item.kind, item.event_id)
+            logger.exception("event=matrix_alert_error kind=%s member_event=%s", kind, row)
+        self._in_flight = None
+        return True
+
+    async def _retry_waiting(self) -> None:
+        item = self._waiting.popleft()
+        if await self._attempt(item):
+            if self._retry_failures:
+                logger.info(
+                    "event=matrix_alerts_resumed failed_rounds=%s waiting=%s", self._retry_failures, len(self._waiting)
+                )
+            self._retry_failures = 0
+            self._retry_at = time.monotonic()  # the rest follows at once, in order
+        self._publish_depth()
+
+    def _retry_later(self, item: _Work, cause: Exception) -> None:
+        """Keep the item; try again after a delay that doubles with each failed round."""
+        self._retry_failures += 1
+        delay = min(self.retry_max, self.retry_initial * 2 ** min(self._retry_failures - 1, 30))
+        self._retry_at = time.monotonic() + delay
+        kind = SUMMARY if isinstance(item, _Summary) else item.kind
+        telemetry_alert_failed(kind=kind, reason=type(cause).__name__)
+        logger.warning(
+            "event=matrix_alert_deferred kind=%s member_event=%s waiting=%s round=%s retry_in_s=%.1f error=%r",
+            kind,
+            "-" if isinstance(item, _Summary) else item.event_id,
+            self._depth_waiting(),
+            self._retry_failures,
+            delay,
+            str(cause),
+        )
+        self._publish_depth()
+
+    def _wait(self, job: AlertJob) -> None:
+        if len(self._waiting) >= self._queue_size:
+            # Bounded like the queue. An open row dropped here has no Matrix id, so the
+            # sweep announces it once the homeserver is back.
+            self._forget((job.kind, job.event_id))
+            telemetry_alert_failed(kind=job.kind, reason="queue_full")
+            logger.error(
+                "event=matrix_alert_dropped reason=waiting_full kind=%s member_event=%s", job.kind, job.event_id
+            )
+            return
+        self._waiting.append(job)
 
     async def _handle(self, job: AlertJob) -> None:
         if self._window_start is not None and time.monotonic() - self._window_start >= self.burst_window:
@@ -249,9 +438,7 @@ class AlertSender:
         try:
             row = await self._blocking(read)
         except DatabaseError as exc:
-            self._failed(job, exc)
-            self._forget((job.kind, job.event_id))
-            return None
+            raise _RetryLater(exc) from exc  # the DB is down: read it again later
         if row is None:
             logger.warning(
                 "event=matrix_alert_skipped reason=no_such_row kind=%s member_event=%s", job.kind, job.event_id
@@ -266,7 +453,7 @@ class AlertSender:
     async def _handle_offline(self, job: AlertJob) -> None:
         assert job.facts is not None
         row_id = job.event_id
-        stored = job.matrix_event_id or await self._stored_matrix_id(row_id)
+        stored = self._matrix_ids.get(row_id) or job.matrix_event_id or await self._stored_matrix_id(row_id)
         if stored:
             logger.info("event=matrix_alert_skipped reason=already_announced member_event=%s", row_id)
             return
@@ -274,13 +461,22 @@ class AlertSender:
             self._folded.append(job)
             return
         mentions = await self._mentions([job.facts.member_name])
+        key = (OFFLINE, row_id)
         try:
-            matrix_id = await self.client.send_message(offline_content(job.facts, mentions=mentions))
+            matrix_id = await self.client.send_message(
+                offline_content(job.facts, mentions=mentions), txn_id=self._txn(key)
+            )
+        except MatrixUnavailableError as exc:
+            self._release_slot()
+            raise _RetryLater(exc) from exc
         except MatrixError as exc:
+            self._txn_ids.pop(key, None)
             self._failed(job, exc)
-            # §11.3: a failed OFFLINE releases its slot, so a later report can retry.
-            self._forget((OFFLINE, row_id))
+            # §11.3: a refused OFFLINE releases its slot, so a later report can retry.
+            self._forget(key)
+            self._given_up.add(row_id)
             return
+        self._txn_ids.pop(key, None)
         self._matrix_ids[row_id] = matrix_id
         await self._store_matrix_id([row_id], matrix_id)
         telemetry_alert_sent(kind=OFFLINE)
@@ -294,16 +490,21 @@ class AlertSender:
             self._folded.append(job)
             return
         content = online_content(job.facts)
-        if matrix_id and not matrix_id.startswith(FOLD_PREFIX):
+        edit_key, new_key = (f"{ONLINE}_edit", row_id), (ONLINE, row_id)
+        # An edit the homeserver refused is not tried again when the new message is retried.
+        if matrix_id and not matrix_id.startswith(FOLD_PREFIX) and row_id not in self._edit_refused:
             try:
-                edit_id = await self.client.edit_message(matrix_id, content)
+                edit_id = await self.client.edit_message(matrix_id, content, txn_id=self._txn(edit_key))
+            except MatrixUnavailableError as exc:
+                self._release_slot()
+                raise _RetryLater(exc) from exc
             except MatrixRequestError as exc:
                 # §11.3: when the edit is refused, say it in a new message instead.
+                self._txn_ids.pop(edit_key, None)
+                self._edit_refused.add(row_id)
                 logger.warning("event=matrix_edit_refused member_event=%s error=%r", row_id, str(exc))
-            except MatrixError as exc:
-                self._failed(job, exc)
-                return
             else:
+                self._txn_ids.pop(edit_key, None)
                 self._matrix_ids.pop(row_id, None)
                 telemetry_alert_sent(kind=ONLINE)
                 logger.info(
@@ -314,13 +515,26 @@ class AlertSender:
                 )
                 return
         try:
-            new_id = await self.client.send_message(content)
+            new_id = await self.client.send_message(content, txn_id=self._txn(new_key))
+        except MatrixUnavailableError as exc:
+            self._release_slot()
+            raise _RetryLater(exc) from exc
         except MatrixError as exc:
+            self._txn_ids.pop(new_key, None)
+            self._edit_refused.discard(row_id)
             self._failed(job, exc)
             return
+        self._txn_ids.pop(new_key, None)
+        self._edit_refused.discard(row_id)
         self._matrix_ids.pop(row_id, None)
         telemetry_alert_sent(kind=ONLINE)
         logger.info("event=matrix_alert_sent kind=online_new member_event=%s matrix_event=%s", row_id, new_id)
+
+    def _txn(self, key: tuple[str, int]) -> str:
+        txn_id = self._txn_ids.get(key)
+        if txn_id is None:
+            txn_id = self._txn_ids[key] = new_txn_id()
+        return txn_id
 
     # --- burst fold ---------------------------------------------------------------------------
 
@@ -334,31 +548,50 @@ class AlertSender:
             return True
         return False
 
+    def _release_slot(self) -> None:
+        # Nothing reached the room: the slot is free for the retry.
+        self._window_sent = max(0, self._window_sent - 1)
+
     def _fold_due_in(self) -> float | None:
         if not self._folded or self._window_start is None:
             return None
         return max(0.0, self._window_start + self.burst_window - time.monotonic())
 
+    def _new_summary(self) -> _Summary:
+        folded, self._folded = self._folded, []
+        return _Summary(jobs=tuple(folded), txn_id=new_txn_id())
+
     async def _flush_fold(self) -> None:
         """End the window; send one summary for what was folded in it."""
-        folded, self._folded = self._folded, []
+        summary = self._new_summary() if self._folded else None
         self._window_start = None
         self._window_sent = 0
-        if not folded:
+        if summary is None:
             return
+        if self._waiting:
+            # The homeserver is down; the folded alerts are older than what waits.
+            self._waiting.appendleft(summary)
+            return
+        await self._attempt(summary)
+
+    async def _send_summary(self, summary: _Summary) -> None:
+        folded = summary.jobs
         members = [job.facts.member_name for job in folded if job.kind == OFFLINE and job.facts]
         mentions = await self._mentions(members)
         content = burst_summary_content(
             [(job.kind, job.facts) for job in folded if job.facts], window_seconds=self.burst_window, mentions=mentions
         )
         try:
-            summary_id = await self.client.send_message(content)
+            summary_id = await self.client.send_message(content, txn_id=summary.txn_id)
+        except MatrixUnavailableError as exc:
+            raise _RetryLater(exc) from exc
         except MatrixError as exc:
             telemetry_alert_failed(kind=SUMMARY, reason=type(exc).__name__)
             logger.error("event=matrix_alert_failed kind=summary folded=%s error=%r", len(folded), str(exc))
             for job in folded:
                 if job.kind == OFFLINE:
                     self._forget((OFFLINE, job.event_id))
+                    self._given_up.add(job.event_id)
             return
         marker = f"{FOLD_PREFIX}{summary_id}"[:255]
         offline_rows = [job.event_id for job in folded if job.kind == OFFLINE]
@@ -367,6 +600,44 @@ class AlertSender:
         await self._store_matrix_id(offline_rows, marker)
         telemetry_alert_sent(kind=SUMMARY)
         logger.info("event=matrix_alert_sent kind=summary folded=%s matrix_event=%s", len(folded), summary_id)
+
+    # --- the sweep ------------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Queue an OFFLINE for every recent open row that has no Matrix event id.
+
+        Such a row was never announced: its alert was dropped (a full queue), the sender
+        stopped while the homeserver was down, or the process died before it sent. Rows
+        queued, waiting or sent by this process are skipped (`_seen`), so the sweep never
+        sends twice; a row announced by an earlier process has its id stored and is not
+        selected. Rows that opened more than `sweep_max_age` ago are old news and stay quiet.
+        """
+        self._next_sweep = time.monotonic() + self.sweep_interval
+        if self._unstored:
+            await self._store_unstored()
+        limit = self._queue_size
+        max_age = timedelta(seconds=self.sweep_max_age)
+
+        def read() -> list[int]:
+            close_old_connections()
+            rows = MemberEvent.objects.filter(
+                status=0, end_time__isnull=True, matrix_event_id__isnull=True, start_time__gte=timezone.now() - max_age
+            )
+            return list(rows.order_by("start_time", "id").values_list("pk", flat=True)[:limit])
+
+        try:
+            row_ids = await self._blocking(read)
+        except DatabaseError as exc:
+            logger.warning("event=matrix_alert_sweep_failed error=%r", str(exc))
+            return
+        queued = 0
+        for row_id in row_ids:
+            if row_id in self._matrix_ids or row_id in self._given_up:
+                continue
+            if self.enqueue(AlertJob(OFFLINE, int(row_id))):
+                queued += 1
+        if queued:
+            logger.info("event=matrix_alert_sweep unannounced=%s queued=%s", len(row_ids), queued)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -405,9 +676,9 @@ class AlertSender:
             logger.warning("event=matrix_event_id_read_failed member_event=%s error=%r", row_id, str(exc))
             return None
 
-    async def _store_matrix_id(self, row_ids: Sequence[int], matrix_id: str) -> None:
+    async def _store_matrix_id(self, row_ids: Sequence[int], matrix_id: str) -> bool:
         if not row_ids:
-            return
+            return True
 
         def write() -> int:
             close_old_connections()
@@ -419,12 +690,26 @@ class AlertSender:
         try:
             await self._blocking(write)
         except DatabaseError as exc:
+            for row_id in row_ids:
+                self._unstored[row_id] = matrix_id  # the sweep writes it once the DB is back
             logger.error(
                 "event=matrix_event_id_store_failed member_events=%s matrix_event=%s error=%r",
                 ",".join(map(str, row_ids)),
                 matrix_id,
                 str(exc),
             )
+            return False
+        for row_id in row_ids:
+            self._unstored.pop(row_id, None)
+        return True
+
+    async def _store_unstored(self) -> None:
+        by_matrix_id: dict[str, list[int]] = {}
+        for row_id, matrix_id in list(self._unstored.items()):
+            by_matrix_id.setdefault(matrix_id, []).append(row_id)
+        for matrix_id, row_ids in by_matrix_id.items():
+            if not await self._store_matrix_id(row_ids, matrix_id):
+                return
 
     async def _blocking(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func)
@@ -443,6 +728,10 @@ async def alerts_start(
     burst_window: float | None = None,
     queue_size: int | None = None,
     mentions_source: MentionsSource | None = None,
+    retry_initial: float | None = None,
+    retry_max: float | None = None,
+    sweep_interval: float | None = None,
+    sweep_max_age: float | None = None,
 ) -> AlertSender | None:
     """Start the sender on the running loop. Returns None (and logs) when Matrix is off.
 
@@ -477,6 +766,10 @@ async def alerts_start(
         else float(_setting("MATRIX_ALERT_BURST_WINDOW_SECONDS", DEFAULT_BURST_WINDOW_SECONDS)),
         queue_size=queue_size if queue_size is not None else _setting("MATRIX_ALERT_QUEUE_SIZE", DEFAULT_QUEUE_SIZE),
         mentions_source=mentions_source or alert_mentions_from_config,
+        retry_initial=_float_option(retry_initial, "MATRIX_ALERT_RETRY_INITIAL_SECONDS", DEFAULT_RETRY_INITIAL_SECONDS),
+        retry_max=_float_option(retry_max, "MATRIX_ALERT_RETRY_MAX_SECONDS", DEFAULT_RETRY_MAX_SECONDS),
+        sweep_interval=_float_option(sweep_interval, "MATRIX_ALERT_SWEEP_SECONDS", DEFAULT_SWEEP_SECONDS),
+        sweep_max_age=_float_option(sweep_max_age, "MATRIX_ALERT_SWEEP_MAX_AGE_SECONDS", DEFAULT_SWEEP_MAX_AGE_SECONDS),
     )
     sender.start()
     _sender = sender
@@ -540,5 +833,14 @@ def alerts_finalize_hook(message: object, outcome: Any) -> None:
             _sender.enqueue(AlertJob(ONLINE, int(row_id)))
 
 
+def alerts_queue_depth() -> int:
+    """Alerts not sent yet (queued, waiting for the homeserver, folded); 0 when Matrix is off."""
+    return _sender.depth if _sender is not None else 0
+
+
 def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
+
+
+def _float_option(given: float | None, name: str, default: float) -> float:
+    return float(given) if given is not None else float(_setting(name, default))

@@ -2,9 +2,9 @@
 
 The listener hands each finalize decision and each stored usage reply to an
 `OrderedRetryQueue`. While the queue is empty a write goes straight to the DB. When a write
-fails because the database cannot be reached (Django's OperationalError or InterfaceError:
-connection refused, server gone away, lost connection, lock wait), the item is held, and so
-is every later item, behind it: one task retries the oldest item with exponential back-off
+fails because the database cannot be reached now (`db_unavailable`: connection refused, server
+gone away, lost connection, too many connections, shutting down, lock wait, deadlock), the
+item is held, and so is every later item, behind it: one task retries the oldest item with exponential back-off
 until it is written, then the next. So the items are written in the order they arrived, which
 the §8.6 finalize algorithm needs for one identity (an offline, its online, the next offline),
 and which usage needs too (an older day total must never overwrite a newer one).
@@ -22,8 +22,13 @@ refused item is logged (`event=db_retry_queue_full`) and counted
 - `drop_oldest` (usage): the oldest held reply is dropped. A node's day total is cumulative
   and replaced on write, so its next reply for the day carries everything the dropped one had.
 
-A write that fails for any other reason (a bad message, a constraint) is not retried: it is
-handed to `on_failed`, which logs and counts it.
+A write that fails for any other reason (a bad message, a constraint, a value the server
+refuses) is not retried: it is logged (`event=db_write_failed`), counted
+(`collator_db_write_failed_total{queue=...}`) and handed to `on_failed`, and the queue moves on.
+The test is by MySQL error number, not by exception class: mysqlclient raises
+OperationalError for many errors that will never go away (1054 unknown column, 1292
+incorrect datetime value, 1366 incorrect integer value, …), and one of those at the head of
+the queue would otherwise hold every later write for ever.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from prometheus_client import Counter
 
 from metrics.telemetry import REGISTRY, telemetry_queue_depth_set
@@ -59,6 +64,12 @@ RETRY_DROPPED = Counter(
     ["queue"],
     registry=REGISTRY,
 )
+WRITE_FAILED = Counter(
+    "collator_db_write_failed",
+    "Writes refused for good by the database (not retried, the queue moves on), by queue.",
+    ["queue"],
+    registry=REGISTRY,
+)
 RETRY_ATTEMPTS_FAILED = Counter(
     "collator_db_retry_attempts_failed",
     "Writes that failed because the database was unreachable (each attempt), by queue.",
@@ -67,9 +78,46 @@ RETRY_ATTEMPTS_FAILED = Counter(
 )
 
 
+# MySQL/MariaDB error numbers that say "not now" rather than "never" (client 2xxx, server
+# 1xxx/4xxx): the same write succeeds once the server is reachable or the lock is free.
+TRANSIENT_DB_ERRORS = frozenset(
+    {
+        2002,  # CR_CONNECTION_ERROR: cannot connect through the socket
+        2003,  # CR_CONN_HOST_ERROR: cannot connect to the host
+        2006,  # CR_SERVER_GONE_ERROR
+        2013,  # CR_SERVER_LOST: lost connection during the query
+        2055,  # CR_SERVER_LOST_EXTENDED
+        1040,  # ER_CON_COUNT_ERROR: too many connections
+        1053,  # ER_SERVER_SHUTDOWN
+        1205,  # ER_LOCK_WAIT_TIMEOUT
+        1213,  # ER_LOCK_DEADLOCK
+        4031,  # ER_CLIENT_INTERACTION_TIMEOUT: the server closed an idle connection
+    }
+)
+
+
+def db_error_number(exc: BaseException) -> int | None:
+    """The MySQL error number of a DB error (Django keeps the driver's args), else None."""
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def db_unavailable(exc: BaseException) -> bool:
-    """True for errors that say "the database cannot be reached now", worth retrying."""
-    return isinstance(exc, OperationalError | InterfaceError)
+    """True for errors that say "the database cannot be reached now", worth retrying.
+
+    InterfaceError always is (the connection object is unusable). A DatabaseError is when
+    its error number is in TRANSIENT_DB_ERRORS; every other one, OperationalError included,
+    is a failure of this write that retrying will not fix.
+    """
+    if isinstance(exc, InterfaceError):
+        return True
+    number = db_error_number(exc)
+    if number is None and isinstance(exc, OperationalError):
+        # SQLite (the embedded default) has no error numbers: a lock held by another
+        # process, or a file it cannot open now, says "not now".
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text or "unable to open" in text
+    return isinstance(exc, DatabaseError) and number in TRANSIENT_DB_ERRORS
 
 
 @dataclass(frozen=True)
@@ -100,6 +148,7 @@ class OrderedRetryQueue(Generic[T]):
         overflow: str,
         base_delay: float = 0.5,
         max_delay: float = 30.0,
+        on_dropped: Callable[[T], None] | None = None,
     ) -> None:
         if max_items < 1:
             raise ValueError(f"{name}: the queue bound must be at least 1")
@@ -115,6 +164,8 @@ class OrderedRetryQueue(Generic[T]):
         self._write = write
         self._on_written = on_written
         self._on_failed = on_failed
+        # Told of every item a full queue drops, the arriving one or a held one.
+        self._on_dropped = on_dropped
         self._held: deque[T] = deque()
         self._head_in_flight = False
         self._lock = asyncio.Lock()
@@ -139,6 +190,7 @@ class OrderedRetryQueue(Generic[T]):
                     logger.warning("event=db_unavailable queue=%s action=held error=%r", self.name, str(exc)[:200])
                     return self._hold(item)
                 # Not an outage of the DB: the caller reports it (nothing is held).
+                self._log_failed(exc, held=False)
                 return Submitted(FAILED, error=exc)
             return Submitted(WRITTEN, result)
 
@@ -153,12 +205,15 @@ class OrderedRetryQueue(Generic[T]):
                     len(self._held),
                     self.dropped,
                 )
+                self._dropped(item)
                 return Submitted(DROPPED)
             # The head may be being written right now: drop the oldest one that is not.
             index = 1 if self._head_in_flight and len(self._held) > 1 else 0
             if index == 0 and self._head_in_flight:
                 logger.error("event=db_retry_queue_full queue=%s policy=drop_oldest held=1 dropped=arriving", self.name)
+                self._dropped(item)
                 return Submitted(DROPPED)
+            self._dropped(self._held[index])
             del self._held[index]
             logger.error(
                 "event=db_retry_queue_full queue=%s policy=drop_oldest held=%d dropped_total=%d",
@@ -172,6 +227,13 @@ class OrderedRetryQueue(Generic[T]):
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain(), name=f"db-retry-{self.name}")
         return Submitted(QUEUED)
+
+    def _dropped(self, item: T) -> None:
+        if self._on_dropped is not None:
+            try:
+                self._on_dropped(item)
+            except Exception:
+                logger.exception("event=db_retry_on_dropped_failed queue=%s", self.name)
 
     async def _drain(self) -> None:
         failures = 0
@@ -196,6 +258,8 @@ class OrderedRetryQueue(Generic[T]):
                     )
                     await asyncio.sleep(delay)
                     continue
+                # Refused for good: drop it so the writes behind it go on.
+                self._log_failed(exc, held=True)
                 self._pop(item)
                 await self._call(self._on_failed, item, exc)
                 continue
@@ -209,6 +273,22 @@ class OrderedRetryQueue(Generic[T]):
             self.written_after_retry += 1
             await self._call(self._on_written, item, result)
         self._empty.set()
+
+    def _log_failed(self, exc: BaseException, *, held: bool) -> None:
+        """A write the database refused for good. Other errors (a rejected message) are the
+        caller's to report, through `on_failed` or `Submitted(FAILED)`."""
+        if not isinstance(exc, DatabaseError):
+            return
+        WRITE_FAILED.labels(queue=self.name).inc()
+        logger.error(
+            "event=db_write_failed queue=%s action=dropped held=%s errno=%s error_type=%s held_after=%d error=%r",
+            self.name,
+            held,
+            db_error_number(exc) or "-",
+            type(exc).__name__,
+            max(0, len(self._held) - 1) if held else len(self._held),
+            str(exc)[:200],
+        )
 
     def _pop(self, item: T) -> None:
         if self._held and self._held[0] is item:

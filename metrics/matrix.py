@@ -7,7 +7,12 @@ What it does better than the Go reference (§11.7, §13 N15):
 - HTTP 429 waits for the server's `retry_after_ms`; 5xx, timeouts and network errors are
   retried with exponential back-off; other 4xx answers are permanent and raised at once;
 - one transaction id per logical message, reused by every retry, so a retry after a lost
-  response cannot post the message twice (the homeserver de-duplicates by txn id).
+  response cannot post the message twice (the homeserver de-duplicates by txn id). A
+  caller that retries a message later (metrics/alerts.py requeues an alert while the
+  homeserver is down) passes its own `txn_id` so that those retries are de-duplicated too.
+
+The retries here are bounded (`max_attempts`), so one call returns in bounded time; the
+alert sender is what keeps an alert until the homeserver is back.
 
 HTTP is plain urllib (no extra dependency) run in an executor, because the caller is the
 asyncio alert sender; every wait between attempts is an `asyncio.sleep`, so stopping the
@@ -134,6 +139,11 @@ class DatabaseSessionStore:
         )
 
 
+def new_txn_id() -> str:
+    """A transaction id for one logical message (§11.6: any unique string)."""
+    return f"ibp-{uuid.uuid4().hex}"
+
+
 def matrix_config_validate(config: MatrixConfig) -> bool:
     """True when Matrix is configured, False when it is off; raises when it is half-configured.
 
@@ -216,13 +226,19 @@ class MatrixClient:
 
     # --- public -------------------------------------------------------------------------
 
-    async def send_message(self, content: Mapping[str, Any]) -> str:
-        """Post a new `m.room.message`; returns its event id."""
-        return await self._send_room_event(dict(content))
+    async def send_message(self, content: Mapping[str, Any], *, txn_id: str | None = None) -> str:
+        """Post a new `m.room.message`; returns its event id.
 
-    async def edit_message(self, original_event_id: str, content: Mapping[str, Any]) -> str:
+        Give the same `txn_id` to every later retry of one message: the homeserver answers
+        a repeated transaction with the first event id instead of posting it again.
+        """
+        return await self._send_room_event(dict(content), txn_id=txn_id)
+
+    async def edit_message(
+        self, original_event_id: str, content: Mapping[str, Any], *, txn_id: str | None = None
+    ) -> str:
         """Replace the text of `original_event_id`; returns the edit's own event id."""
-        return await self._send_room_event(edit_content(original_event_id, content))
+        return await self._send_room_event(edit_content(original_event_id, content), txn_id=txn_id)
 
     async def ensure_login(self) -> MatrixSessionState:
         if self.session and self.session.access_token:
@@ -284,9 +300,9 @@ class MatrixClient:
 
     # --- internals ----------------------------------------------------------------------
 
-    async def _send_room_event(self, content: dict[str, Any]) -> str:
+    async def _send_room_event(self, content: dict[str, Any], *, txn_id: str | None = None) -> str:
         # One txn id for every retry of this message: the server de-duplicates on it.
-        txn_id = f"ibp-{uuid.uuid4().hex}"
+        txn_id = txn_id or new_txn_id()
         path = SEND_PATH.format(room=quote(self.room_id, safe=""), txn=quote(txn_id, safe=""))
         failures = 0
         rate_limited = 0

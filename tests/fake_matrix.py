@@ -5,7 +5,9 @@ password login, send a room event, and whoami. It records every request with its
 time, issues and checks access tokens like a homeserver (an unknown token gets 401
 M_UNKNOWN_TOKEN), de-duplicates a repeated transaction id like Synapse does, and can be
 told to answer the next calls of an endpoint with scripted failures (429 with
-`retry_after_ms`, 500, a closed connection).
+`retry_after_ms`, 500, a closed connection, an answer lost after the request was applied).
+`go_down()` closes the listening socket (connections are refused, as with a homeserver that
+is down) and `come_back()` listens again on the same port with the same state.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ SEND = "send"
 WHOAMI = "whoami"
 
 DROP = object()  # scripted answer: close the connection without a response
+LOST = object()  # scripted answer: apply the request as usual, then close without answering
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class FakeMatrixServer:
                         delay, scripted = scripted.seconds, (scripted.status, scripted.body)
                     if scripted is DROP:
                         status, answer = 0, None
+                    elif scripted is LOST:
+                        status, answer = _answer(state, endpoint, body, self.headers, room_id, txn_id)
                     elif scripted is not None:
                         status, answer = scripted
                     else:
@@ -126,7 +131,7 @@ class FakeMatrixServer:
                     )
                 if delay:
                     time.sleep(delay)
-                if scripted is DROP:
+                if scripted is DROP or scripted is LOST:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
@@ -137,15 +142,22 @@ class FakeMatrixServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._handler = Handler
+        self._server = self._listen(("127.0.0.1", 0))
+        self._address = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-matrix", daemon=True)
+        self.is_up = True
+
+    def _listen(self, address: tuple[str, int]) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(address, self._handler)
+        server.daemon_threads = True
+        return server
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._address
         return f"http://{host}:{port}"
 
     def start(self) -> FakeMatrixServer:
@@ -153,9 +165,22 @@ class FakeMatrixServer:
         return self
 
     def stop(self) -> None:
+        if self.is_up:
+            self.go_down()
+
+    def go_down(self) -> None:
+        """Stop listening: every connection is refused until `come_back()`."""
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        self.is_up = False
+
+    def come_back(self) -> None:
+        """Listen again on the same port; accounts, tokens and events are kept."""
+        self._server = self._listen(self._address)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-matrix", daemon=True)
+        self._thread.start()
+        self.is_up = True
 
     def __enter__(self) -> FakeMatrixServer:
         return self.start()

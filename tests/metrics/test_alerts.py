@@ -41,7 +41,7 @@ from metrics.models import MemberEvent
 from metrics.protocol import FinalizeMessage
 from metrics.services import FinalizeOutcome, downtime_finalize
 from metrics.telemetry import REGISTRY
-from tests.fake_matrix import LOGIN, SEND, Delay, FakeMatrixServer
+from tests.fake_matrix import LOGIN, LOST, SEND, Delay, FakeMatrixServer
 from tests.metrics.finalize_factory import finalize
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,6 +69,9 @@ async def start(server: FakeMatrixServer, **overrides: Any) -> alerts.AlertSende
         "burst_limit": 10,
         "burst_window": 60.0,
         "mentions_source": lambda: MENTIONS,
+        "retry_initial": 0.1,
+        "retry_max": 0.4,
+        "sweep_interval": 3600.0,  # no sweep unless a test asks for one
     }
     options.update(overrides)
     sender = await alerts_start(config=matrix_config(server), **options)
@@ -525,7 +528,9 @@ def test_it_accepts_alerts_from_another_thread(homeserver: FakeMatrixServer) -> 
     assert homeserver.sent()[0].body["body"].startswith("@tugytur:matrix.org\n⚠️  *OFFLINE*")
 
 
-def test_it_counts_an_alert_it_could_not_send(homeserver: FakeMatrixServer) -> None:
+def test_it_counts_a_failed_round_and_sends_the_alert_on_the_next_one(homeserver: FakeMatrixServer) -> None:
+    """Three 500s use up the client's 3 quick tries: the round is counted as failed, the
+    alert is kept, and the next round (after retry_initial) sends it with the same txn id."""
     homeserver.script(SEND, *[(500, {})] * 3)
     row = outage()
     failed_before = failed_value("offline", "MatrixUnavailableError")
@@ -533,14 +538,132 @@ def test_it_counts_an_alert_it_could_not_send(homeserver: FakeMatrixServer) -> N
     async def scenario() -> None:
         await start(homeserver)
         alert_outage_opened(event=row)
-        await until(lambda: len(homeserver.requests(SEND)) == 3)
-        await asyncio.sleep(0.1)
+        await until(lambda: len(homeserver.sent()) == 1)
         await alerts_stop()
 
     asyncio.run(scenario())
 
+    requests = homeserver.requests(SEND)
+    assert [r.status for r in requests] == [500, 500, 500, 200]
+    assert len({r.txn_id for r in requests}) == 1
     assert failed_value("offline", "MatrixUnavailableError") - failed_before == 1
-    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id is None
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id == next(iter(homeserver.state.events))
+
+
+# --- a homeserver outage longer than the client's retries ----------------------------------------
+
+# FAST gives up after 3 tries 0.05 s and 0.1 s apart: about 0.15 s. The outages below last
+# ten times that, and before the fix every alert sent during them was lost.
+OLD_RETRY_BUDGET_SECONDS = 0.15
+
+
+def test_it_sends_the_offline_and_its_online_edit_after_a_long_homeserver_outage(
+    homeserver: FakeMatrixServer,
+) -> None:
+    """Rows A and B open, then A closes, while the homeserver refuses connections for 1.5 s.
+    Once it is back, in that order: OFFLINE A, OFFLINE B, then the ONLINE edit of A's message
+    (not a lone ONLINE), each once; queueing them never waited for the homeserver."""
+    first = outage(member="Amforc")
+    second = outage(member="Dwellir", check_name="https")
+    deferred_before = failed_value("offline", "MatrixUnavailableError")
+    homeserver.go_down()
+
+    async def scenario() -> float:
+        await start(homeserver)
+        began = time.monotonic()
+        assert alert_outage_opened(event=first) is True
+        assert alert_outage_opened(event=second) is True
+        closed = await in_thread(lambda: close(first.pk))
+        assert alert_outage_closed(event=closed) is True
+        enqueue_seconds = time.monotonic() - began
+        await asyncio.sleep(10 * OLD_RETRY_BUDGET_SECONDS)
+        assert homeserver.requests() == []  # nothing got through while it was down
+        homeserver.come_back()
+        await until(lambda: len(homeserver.sent()) == 3)
+        await asyncio.sleep(0.3)
+        await alerts_stop()
+        return enqueue_seconds
+
+    enqueue_seconds = asyncio.run(scenario())
+
+    assert enqueue_seconds < 0.05
+    assert failed_value("offline", "MatrixUnavailableError") - deferred_before >= 2  # rounds past the budget
+    offline_a, offline_b, edit_a = homeserver.sent()
+    assert len(homeserver.requests(SEND)) == 3
+    assert len(homeserver.requests(LOGIN)) == 1
+    rows = {row.pk: row for row in MemberEvent.objects.all()}
+    event_ids = list(homeserver.state.events)
+    assert offline_a.body == offline_content(OutageFacts.from_event(rows[first.pk]), mentions=["@tugytur:matrix.org"])
+    assert edit_a.body == {
+        **online_content(OutageFacts.from_event(rows[first.pk])),
+        "m.new_content": online_content(OutageFacts.from_event(rows[first.pk])),
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_ids[0]},
+    }
+    assert offline_b.body == offline_content(OutageFacts.from_event(rows[second.pk]))
+    assert rows[first.pk].matrix_event_id == event_ids[0]
+    assert rows[second.pk].matrix_event_id == event_ids[1]
+    assert alerts.alerts_queue_depth() == 0
+
+
+def test_it_never_posts_twice_when_the_answers_are_lost(homeserver: FakeMatrixServer) -> None:
+    """The homeserver posts the message but the answer never arrives, three times: the client
+    gives up, the alert waits, and its next round reuses the transaction id, so the
+    homeserver answers with the first event instead of posting a second one."""
+    homeserver.script(SEND, LOST, LOST, LOST)
+    row = outage()
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)
+        await until(lambda: len(homeserver.requests(SEND)) == 4)
+        await asyncio.sleep(0.2)  # the id is stored after the answer
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    requests = homeserver.requests(SEND)
+    assert len({r.txn_id for r in requests}) == 1
+    (event_id,) = homeserver.state.events
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id == event_id
+
+
+def test_it_announces_after_a_restart_the_open_outage_the_last_process_could_not_send(
+    homeserver: FakeMatrixServer,
+) -> None:
+    """The first process stops while the homeserver is down, with the OFFLINE still waiting.
+    The next one is never told about the row: its sweep finds the open row without a Matrix
+    id and announces it once, and leaves alone the rows that must stay quiet."""
+    target = outage(member="Amforc")
+    outage(member="Dwellir", end_time=T0 + timedelta(minutes=5), status=1)  # closed, never announced
+    outage(member="Gatotech", matrix_event_id="$announced:fake.local")  # announced before
+    outage(member="Turboflakes", start_time=datetime.now(UTC) - timedelta(days=2))  # older than max age
+    outage(member="Stake Plus", status=1)  # status 1 without an end: not an outage (DECISIONS 2)
+    MemberEvent.objects.filter(pk=target.pk).update(start_time=datetime.now(UTC) - timedelta(hours=1))
+    homeserver.go_down()
+
+    async def first_process() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=target)
+        await asyncio.sleep(0.3)
+        await alerts_stop(drain_timeout=0.3)
+
+    asyncio.run(first_process())
+    assert MemberEvent.objects.get(pk=target.pk).matrix_event_id is None
+    homeserver.come_back()
+
+    async def second_process() -> None:
+        await start(homeserver, sweep_interval=0.2, sweep_max_age=86400.0)
+        await until(lambda: len(homeserver.sent()) == 1)
+        await asyncio.sleep(0.8)  # four more sweeps
+        await alerts_stop()
+
+    asyncio.run(second_process())
+
+    (message,) = homeserver.sent()
+    assert len(homeserver.requests(SEND)) == 1
+    row = MemberEvent.objects.get(pk=target.pk)
+    assert message.body == offline_content(OutageFacts.from_event(row), mentions=["@tugytur:matrix.org"])
+    assert row.matrix_event_id == next(iter(homeserver.state.events))
 
 
 def test_it_is_off_when_matrix_is_not_configured() -> None:

@@ -8,12 +8,25 @@ the test cuts and restores, so only the route from the listener goes down.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 
-from metrics.durability import RETRY_DROPPED
+from metrics.durability import (
+    DROP_NEWEST,
+    FAILED,
+    QUEUED,
+    RETRY_DROPPED,
+    WRITE_FAILED,
+    OrderedRetryQueue,
+    db_error_number,
+    db_unavailable,
+)
 from metrics.listener import NatsListener
 from metrics.models import FinalizeApplied, MemberEvent, RequestDaily, RequestStat
 from tests.metrics.finalize_factory import finalize
@@ -202,3 +215,176 @@ def test_it_drops_the_oldest_usage_reply_when_the_usage_queue_is_full_and_counts
     assert (dropped, rejects) == (1, 1)
     assert RETRY_DROPPED.labels(queue="usage")._value.get() - before == 1
     assert RequestStat.objects.count() == 1
+
+
+# --- which errors are worth retrying (by MySQL error number, not by exception class) ----------
+
+
+def _raised(sql: str) -> DatabaseError:
+    """Run `sql` on the real server and return the error it raises."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS durability_probe (moment DATETIME NOT NULL, amount INT NOT NULL)"
+            " ENGINE=InnoDB"
+        )
+        try:
+            cursor.execute(sql)
+        except DatabaseError as exc:
+            return exc
+    raise AssertionError(f"{sql!r} did not fail")
+
+
+@pytest.mark.parametrize(
+    ("sql", "errno"),
+    [
+        ("SELECT no_such_column FROM member_events", 1054),
+        ("INSERT INTO durability_probe (moment, amount) VALUES ('2025-13-45 00:00:00', 1)", 1292),
+        ("INSERT INTO durability_probe (moment, amount) VALUES ('2025-03-01 00:00:00', 'many')", 1366),
+        ("SELECT CAST(0 AS UNSIGNED) - 1", 1690),
+    ],
+)
+def test_it_does_not_retry_an_error_the_server_will_give_again(sql: str, errno: int) -> None:
+    """mysqlclient raises most of these as OperationalError; they are failures all the same."""
+    error = _raised(sql)
+
+    assert db_error_number(error) == errno
+    assert db_unavailable(error) is False
+
+
+@pytest.mark.parametrize("errno", [2002, 2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213, 4031])
+def test_it_retries_the_connection_level_errors(errno: int) -> None:
+    assert db_unavailable(OperationalError(errno, "connection-level")) is True
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (InterfaceError(0, ""), True),
+        (InterfaceError("connection already closed"), True),
+        (OperationalError(1054, "Unknown column"), False),
+        (OperationalError("no error number"), False),
+        # SQLite (the embedded default) has no numbers: another process holding the lock is "not now".
+        (OperationalError("database is locked"), True),
+        (OperationalError("no such table: member_events"), False),
+        (ValueError("not a DB error"), False),
+    ],
+)
+def test_it_classifies_errors_without_a_known_number(error: Exception, transient: bool) -> None:
+    assert db_unavailable(error) is transient
+
+
+@pytest.fixture
+def probe_row() -> Iterator[int]:
+    row = MemberEvent.objects.create(member_name="Probe", start_time=at("2025-03-01 00:00:00"), error="initial")
+    yield row.pk
+
+
+def _hold_row_lock(row_id: int) -> tuple[threading.Event, threading.Thread]:
+    """Lock the row from another connection until the returned event is set."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(MemberEvent.objects.select_for_update().filter(pk=row_id))
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold, name="row-lock-holder")
+    thread.start()
+    assert locked.wait(10)
+    return release, thread
+
+
+def test_it_drops_a_permanently_bad_write_and_moves_on_while_a_lock_wait_is_retried(probe_row: int) -> None:
+    """Three writes in order: `locked` meets a row lock (1205: held and retried), `bad` names a
+    column that does not exist (1054: OperationalError, logged, counted and dropped), `good`
+    is fine. Once the lock is gone: `locked` and `good` are written, in order, and `bad` was
+    handed to on_failed. Before, `bad` was retried for ever and `good` never written."""
+    statements = {
+        "locked": "UPDATE member_events SET error = 'locked' WHERE id = %s",
+        "bad": "UPDATE member_events SET no_such_column = 'bad' WHERE id = %s",
+        "good": "UPDATE member_events SET check_name = 'good' WHERE id = %s",
+    }
+    written: list[str] = []
+    failed: list[tuple[str, int | None]] = []
+    failed_before = WRITE_FAILED.labels(queue="probe")._value.get()
+    release, holder = _hold_row_lock(probe_row)
+
+    def write_sync(item: str) -> str:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+                cursor.execute(statements[item], [probe_row])
+            return item
+        finally:
+            connections.close_all()
+
+    async def scenario() -> tuple[list[str], int]:
+        pool = ThreadPoolExecutor(max_workers=1)
+
+        async def write(item: str) -> str:
+            return await asyncio.get_running_loop().run_in_executor(pool, write_sync, item)
+
+        queue: OrderedRetryQueue[str] = OrderedRetryQueue(
+            name="probe",
+            write=write,
+            on_written=lambda item, result: written.append(result),
+            on_failed=lambda item, exc: failed.append((item, db_error_number(exc))),
+            max_items=10,
+            overflow=DROP_NEWEST,
+            base_delay=0.05,
+            max_delay=0.2,
+        )
+        statuses = [(await queue.submit(item)).status for item in ("locked", "bad", "good")]
+        await asyncio.sleep(0.5)
+        release.set()
+        emptied = await queue.wait_empty(timeout=15)
+        await queue.close(drain_timeout=0.1)
+        pool.shutdown(wait=True)
+        assert emptied, "the queue stalled behind the bad write"
+        return statuses, queue.depth
+
+    try:
+        statuses, depth = asyncio.run(scenario())
+    finally:
+        release.set()
+        holder.join(10)
+
+    assert statuses == [QUEUED, QUEUED, QUEUED]
+    assert written == ["locked", "good"]
+    assert failed == [("bad", 1054)]
+    assert depth == 0
+    assert WRITE_FAILED.labels(queue="probe")._value.get() - failed_before == 1
+    assert MemberEvent.objects.filter(pk=probe_row).values_list("error", "check_name").get() == ("locked", "good")
+
+
+def test_it_answers_failed_at_once_for_a_bad_write_when_nothing_is_held(probe_row: int) -> None:
+    """Nothing held, a 1054: the caller gets FAILED straight away and nothing is held."""
+
+    def write_sync() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("UPDATE member_events SET amount = 'x' WHERE id = %s", [probe_row])
+        finally:
+            connections.close_all()
+
+    async def scenario() -> tuple[str, int | None, int]:
+        queue: OrderedRetryQueue[str] = OrderedRetryQueue(
+            name="probe_direct",
+            write=lambda item: asyncio.to_thread(write_sync),
+            on_written=_never,
+            on_failed=_never,
+            max_items=10,
+            overflow=DROP_NEWEST,
+        )
+        submitted = await queue.submit("bad")
+        return submitted.status, db_error_number(submitted.error) if submitted.error else None, queue.depth
+
+    assert asyncio.run(scenario()) == (FAILED, 1054, 0)
+
+
+def _never(*args: Any) -> None:
+    raise AssertionError(f"unexpected callback {args!r}")
