@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -40,6 +40,7 @@ from billing.sla import (
 from members.config_files import NetworkConfig
 from members.selectors import ConfigInForce, NoConfigError, config_snapshot_in_force
 from metrics.models import MemberEvent
+from metrics.serializers import duration_text, rfc3339
 
 API_UPTIME_DECIMALS = 6  # DECISIONS 17a: 6 in the API, 4 in documents
 DOCUMENT_UPTIME_DECIMALS = 4
@@ -559,6 +560,68 @@ def _events_newest_first(records: Iterable[dict[str, Any]]) -> list[dict[str, An
     return sorted(records, key=lambda r: (r["start_time"] or "", r["id"]), reverse=True)
 
 
+def breakdown_event(record: Mapping[str, Any], *, member_name: str, error: str | None) -> dict[str, Any]:
+    """A counted outage (counted_outage_record) as `downtime_events` shows it.
+
+    The keys and their order are those of the downtime/events object (api-contract §2.6),
+    then the counted part. `duration` is the counted part (§2.15: recomputed from the clipped
+    times), in the §1.10.2 text. An open outage has no `end_time`, as everywhere else (Q14);
+    `counted_end` says where the count stopped. `error` is left out when empty, as in §2.6.
+    """
+    event: dict[str, Any] = {
+        "id": record["id"],
+        "member_name": member_name,
+        "check_type": record["check_type"],
+        "check_name": record["check_name"],
+        "domain_name": record["domain_name"],
+        "endpoint": record["endpoint"],
+        "start_time": record["start_time"],
+    }
+    if record.get("end_time") is not None:
+        event["end_time"] = record["end_time"]
+    event["duration"] = duration_text(int(record["counted_seconds"]))
+    if error:
+        event["error"] = error
+    event["is_ipv6"] = bool(record["is_ipv6"])
+    event["status"] = record["status"]
+    event["counted_start"] = record["counted_start"]
+    event["counted_end"] = record["counted_end"]
+    event["counted_seconds"] = record["counted_seconds"]
+    return event
+
+
+def _outage_errors(row_ids: Collection[int]) -> dict[int, str]:
+    """The `error` text of these outage rows (statements do not store it)."""
+    if not row_ids:
+        return {}
+    rows = MemberEvent.objects.filter(pk__in=list(row_ids)).exclude(error__isnull=True).exclude(error="")
+    return dict(rows.values_list("id", "error"))
+
+
+def _with_breakdown_events(members: list[BreakdownMember]) -> list[BreakdownMember]:
+    """Each service's counted outages shaped by `breakdown_event`, with one query for the errors."""
+    ids = {record["id"] for m in members for s in m.services for record in s.downtime_events or ()}
+    errors = _outage_errors(ids)
+    return [
+        replace(
+            member,
+            services=[
+                replace(
+                    service,
+                    downtime_events=[
+                        breakdown_event(record, member_name=record["member_name"], error=errors.get(record["id"]))
+                        for record in service.downtime_events
+                    ],
+                )
+                if service.downtime_events is not None
+                else service
+                for service in member.services
+            ],
+        )
+        for member in members
+    ]
+
+
 def _breakdown_member_from_bill(bill: MemberBill, *, include_downtime: bool) -> BreakdownMember:
     records = {outage_id: counted_outage_record(outage) for outage_id, outage in bill.outages.items()}
     for record in records.values():
@@ -639,10 +702,11 @@ def billing_breakdown(
         issued = statements_current(month=window.first_day, member_key=member)
         if issued or (member is None and overview_current(month=window.first_day) is not None):
             overview = overview_current(month=window.first_day)
+            members = [_breakdown_member_from_statement(s, include_downtime=include_downtime) for s in issued]
             return BillingBreakdown(
                 month=window.label,
                 source="statements",
-                members=[_breakdown_member_from_statement(s, include_downtime=include_downtime) for s in issued],
+                members=_with_breakdown_events(members) if include_downtime else members,
                 computed_at=max((s.computed_at for s in issued), default=None),
                 problems=list(overview.problems) if overview else [],
             )
@@ -652,10 +716,11 @@ def billing_breakdown(
         bills, _ = month_bills_live(window=window, now=now, member_keys=None if member is None else [member])
     except NoConfigError:
         return BillingBreakdown(month=window.label, source="live", members=[], computed_at=now)
+    members = [_breakdown_member_from_bill(bill, include_downtime=include_downtime) for bill in bills.members]
     return BillingBreakdown(
         month=window.label,
         source="live",
-        members=[_breakdown_member_from_bill(bill, include_downtime=include_downtime) for bill in bills.members],
+        members=_with_breakdown_events(members) if include_downtime else members,
         computed_at=now,
         problems=list(bills.problems),
     )
@@ -677,7 +742,8 @@ class BillingSummary:
         return {
             "current_month_credits": float(self.current_month_credits),
             "current_month_sla_violations": self.current_month_sla_violations,
-            "last_refresh": refresh.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if refresh else "0001-01-01T00:00:00Z",
+            # api-contract §1.5: fractional seconds only when non-zero, trailing zeros trimmed.
+            "last_refresh": rfc3339(refresh) if refresh else "0001-01-01T00:00:00Z",
             "service_distribution": dict(sorted(self.service_distribution.items())),
             "total_base_cost_monthly": float(self.total_base_cost_monthly),
             "total_members": self.total_members,

@@ -91,21 +91,26 @@ class PdfDownloadFilterSerializer(serializers.Serializer):
 
 
 class BreakdownEventSerializer(serializers.Serializer):
-    """One outage counted against a service (site outages count against every service)."""
+    """One outage counted against a service (site outages count against every service).
+
+    The downtime/events object (api-contract §2.6), then the part of it the month counts.
+    """
 
     id = serializers.IntegerField()
+    member_name = serializers.CharField(help_text="The member's name in the outage rows (Details.Name)")
     check_type = serializers.CharField(help_text="site, domain or endpoint")
     check_name = serializers.CharField(allow_blank=True)
     domain_name = serializers.CharField(allow_blank=True)
     endpoint = serializers.CharField(allow_blank=True)
-    is_ipv6 = serializers.BooleanField()
     start_time = serializers.CharField(help_text="RFC 3339 UTC")
-    end_time = serializers.CharField(allow_null=True, help_text="RFC 3339 UTC; null while ongoing")
+    end_time = serializers.CharField(required=False, help_text="RFC 3339 UTC; omitted while ongoing (Q14)")
+    duration = serializers.CharField(help_text="The counted part (counted_end − counted_start), e.g. `2h 5m`")
+    error = serializers.CharField(required=False, help_text="Omitted when empty")
+    is_ipv6 = serializers.BooleanField()
     status = serializers.CharField(help_text="ongoing or resolved")
     counted_start = serializers.CharField(help_text="Start of the part inside the month (UTC)")
     counted_end = serializers.CharField(help_text="End of the part counted (month end, or now while ongoing)")
     counted_seconds = serializers.IntegerField()
-    member_name = serializers.CharField(help_text="The member's name in the outage rows (Details.Name)")
 
 
 class BreakdownServiceSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -89,9 +90,9 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
         type(exc).__name__,
         exc_info=exc,
     )
-    response = Response(
-        {"error": "Internal server error", "request_id": request_id}, status=status.HTTP_500_INTERNAL_SERVER_ERROR
-    )
+    # api-contract §1.6 names a failed query `Database error`; anything else is ours to hide.
+    message = "Database error" if isinstance(exc, DatabaseError) else "Internal server error"
+    response = Response({"error": message, "request_id": request_id}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     response["X-Request-ID"] = request_id
     return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.urls import URLPattern, re_path
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing.api import BillingBreakdownView, BillingPdfDownloadView, BillingPdfsView, BillingSummaryView
@@ -19,6 +20,20 @@ from metrics.api import (
     RequestsServiceView,
     RequestsSummaryView,
 )
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Billing's bearer tokens (collator/auth.py) as an OpenAPI `http`/`bearer` scheme.
+
+    The billing views run this authenticator only while API_BILLING_REQUIRES_TOKEN is on, so
+    the schema then marks them as needing it, and otherwise (public, DECISIONS 20) does not.
+    """
+
+    target_class = "collator.auth.ApiTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "An API token made in the admin"}
 
 
 def schema_paths_without_slash(endpoints: list[tuple], **kwargs: object) -> list[tuple]:

@@ -15,7 +15,6 @@ import ssl
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Max
@@ -34,6 +33,8 @@ logger = logging.getLogger("collator.health")
 HEARTBEAT_STALE_AFTER = timedelta(seconds=270)
 # The listener saves its state every 5 s; a minute without a save means it is not running.
 LISTENER_STATE_STALE_AFTER = timedelta(seconds=60)
+MATRIX_QUEUE = "matrix_alerts"  # metrics/alerts.py QUEUE_NAME
+QUEUE_DEPTH_SAMPLE = "collator_queue_depth"
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -95,6 +96,8 @@ def listener_process_state(*, node_id: str, now: datetime) -> dict[str, Any]:
     if row is None:
         return {}
     fresh = now - row.updated_at <= LISTENER_STATE_STALE_AFTER
+    queue_depths = dict(row.queue_depths or {})
+    queue_depths.setdefault(MATRIX_QUEUE, matrix_alert_queue_depth(process=node_id))
     return {
         "connected": bool(row.connected and fresh),
         "durable_finalize": row.durable_finalize,
@@ -102,9 +105,24 @@ def listener_process_state(*, node_id: str, now: datetime) -> dict[str, Any]:
         "last_heartbeat_sent": _when(row.last_heartbeat_sent),
         "process": "ok" if fresh else "stale",
         "process_updated_at": _when(row.updated_at),
-        "queue_depth": dict(sorted((row.queue_depths or {}).items())),
+        "queue_depth": dict(sorted(queue_depths.items())),
         "queue_dropped": dict(sorted((row.queue_dropped or {}).items())),
     }
+
+
+def matrix_alert_queue_depth(*, process: str) -> int:
+    """Matrix alerts the listener has not sent yet (queued or waiting for the homeserver).
+
+    The sender publishes it as `collator_queue_depth{queue="matrix_alerts"}`, and the listener
+    saves its samples every few seconds (metrics/telemetry.py); 0 when Matrix is off.
+    """
+    from metrics.matrix_models import TelemetrySnapshot
+
+    snapshot = TelemetrySnapshot.objects.filter(process=process).first()
+    for sample in snapshot.samples if snapshot is not None else []:
+        if sample.get("name") == QUEUE_DEPTH_SAMPLE and (sample.get("labels") or {}).get("queue") == MATRIX_QUEUE:
+            return int(sample.get("value") or 0)
+    return 0
 
 
 def config_state() -> dict[str, Any]:
@@ -112,17 +130,22 @@ def config_state() -> dict[str, Any]:
 
     applied = config_snapshot_latest_applied()
     failed = config_snapshot_latest_failed()
+    last_good_check = (applied.last_checked_at or applied.applied_at) if applied else None
     state: dict[str, Any] = {
         "last_good_load": _when(applied.applied_at) if applied else None,
+        "last_good_check": _when(last_good_check),
         "snapshot_id": applied.pk if applied else None,
         "last_error": None,
         "last_error_at": None,
     }
-    if failed is not None:
+    failed_at = (failed.last_attempt_at or failed.fetched_at) if failed else None
+    # A failure is news only until a later reload loads the config and finds it good; an
+    # unchanged reload writes no snapshot, so `last_checked_at` is what says so.
+    if failed is not None and (last_good_check is None or failed_at is None or failed_at >= last_good_check):
         errors = failed.errors or []
         first = errors[0] if errors else {}
         state["last_error"] = first.get("message", str(first)) if isinstance(first, dict) else str(first)
-        state["last_error_at"] = _when(failed.last_attempt_at or failed.fetched_at)
+        state["last_error_at"] = _when(failed_at)
     return state
 
 
@@ -133,16 +156,23 @@ def last_usage_date() -> str | None:
     return latest.isoformat() if latest else None
 
 
-def last_statement_run() -> str | None:
-    """When the last statement was written, if the billing app has statements."""
-    try:
-        statement = apps.get_model("billing", "Statement")
-    except LookupError:
+def last_statement_run() -> dict[str, Any] | None:
+    """The last billing run that finished, whatever its outcome (billing_run, one row a month).
+
+    Not the newest Statement: an unchanged re-run writes no statement and a failed run
+    writes nothing, yet both are what an operator wants to see.
+    """
+    from billing.models import BillingRun
+
+    run = BillingRun.objects.filter(last_finished_at__isnull=False).order_by("-last_finished_at", "-id").first()
+    if run is None:
         return None
-    field = "created_at" if any(f.name == "created_at" for f in statement._meta.get_fields()) else None
-    if field is None:
-        return None
-    return _when(statement.objects.aggregate(latest=Max(field))["latest"])
+    return {
+        "error": run.last_error or None,
+        "finished_at": _when(run.last_finished_at),
+        "month": f"{run.month:%Y-%m}",
+        "outcome": run.last_outcome,
+    }
 
 
 def _part(name: str, read: Any, *args: Any, **kwargs: Any) -> Any:
@@ -173,14 +203,25 @@ def health_report(*, now: datetime) -> tuple[dict[str, Any], int]:
     return dict(sorted(report.items())), 200
 
 
+class StatementRunSerializer(serializers.Serializer):
+    error = serializers.CharField(allow_null=True, help_text="Why the run failed; null when it did not")
+    finished_at = serializers.DateTimeField()
+    month = serializers.CharField(help_text="YYYY-MM, the month billed")
+    outcome = serializers.CharField(help_text="changed, unchanged, draft or failed")
+
+
 class HealthSerializer(serializers.Serializer):
-    config = serializers.JSONField(help_text="last_good_load, snapshot_id, last_error, last_error_at")
+    config = serializers.JSONField(
+        help_text="last_good_load, last_good_check, snapshot_id, last_error, last_error_at "
+        "(an error only while no later reload found the config good)"
+    )
     database = serializers.JSONField(help_text="ok, error")
-    last_statement_run = serializers.DateTimeField(allow_null=True)
+    last_statement_run = StatementRunSerializer(allow_null=True, help_text="The last billing run that finished")
     last_usage_date = serializers.DateField(allow_null=True)
     nats_listener = serializers.JSONField(
         help_text="state (ok, stale, unknown), node_id, last_heard; once the listener ran also connected, "
-        "last_heartbeat_sent, last_collection (per node), queue_depth, queue_dropped, durable_finalize, "
+        "last_heartbeat_sent, last_collection (per node), queue_depth (matrix_alerts included), queue_dropped, "
+        "durable_finalize, "
         "process (ok, stale), process_updated_at"
     )
     ssl = serializers.ChoiceField(choices=["disabled", "enabled", "error"])

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files: /api/docs works offline
     "django_celery_beat",
     "collator",  # management commands (sync_schedule)
     "members",
@@ -136,7 +137,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = WORK_DIR / "static"
-# Without a collected STATIC_ROOT (a fresh checkout), WhiteNoise finds the files in the apps.
+# Without a collected STATIC_ROOT (a fresh checkout), WhiteNoise finds the files in the apps;
+# the (empty) folder is made so that it does not warn about it on every start.
+STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 # --- Logging: one structured line per event ----------------------------------------------
@@ -168,11 +171,19 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_ANON_THROTTLE_RATE", "6000/minute")},
     "UNAUTHENTICATED_USER": None,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "IBP Collator API", "VERSION": VERSION, "SERVE_INCLUDE_SCHEMA": False}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "IBP Collator API",
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 CORS_ALLOW_ALL_ORIGINS = True
 CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "origin", "x-requested-with"]
 CORS_ALLOW_METHODS = ["GET", "OPTIONS"]
+CORS_PREFLIGHT_MAX_AGE = 3600  # api-contract §1.4 (the package's default is a day)
 API_BILLING_REQUIRES_TOKEN = _env_bool("API_BILLING_REQUIRES_TOKEN", False)
 
 # --- Billing rules (DECISIONS 13) ---------------------------------------------------------
@@ -253,6 +264,13 @@ MATRIX_ALERT_BURST_LIMIT = int(os.environ.get("MATRIX_ALERT_BURST_LIMIT", "10"))
 MATRIX_ALERT_BURST_WINDOW_SECONDS = float(os.environ.get("MATRIX_ALERT_BURST_WINDOW_SECONDS", "60"))
 # Alerts waiting for the homeserver; beyond this they are dropped, logged and counted.
 MATRIX_ALERT_QUEUE_SIZE = int(os.environ.get("MATRIX_ALERT_QUEUE_SIZE", "1000"))
+# While the homeserver is unreachable the alerts wait, in order; the oldest is tried again
+# after RETRY_INITIAL seconds, doubling up to RETRY_MAX. Every SWEEP seconds, open outages
+# younger than SWEEP_MAX_AGE that were never announced (a restart, a lost send) are.
+MATRIX_ALERT_RETRY_INITIAL_SECONDS = float(os.environ.get("MATRIX_ALERT_RETRY_INITIAL_SECONDS", "15"))
+MATRIX_ALERT_RETRY_MAX_SECONDS = float(os.environ.get("MATRIX_ALERT_RETRY_MAX_SECONDS", "300"))
+MATRIX_ALERT_SWEEP_SECONDS = float(os.environ.get("MATRIX_ALERT_SWEEP_SECONDS", "60"))
+MATRIX_ALERT_SWEEP_MAX_AGE_SECONDS = float(os.environ.get("MATRIX_ALERT_SWEEP_MAX_AGE_SECONDS", "86400"))
 
 # --- Listener durability (metrics/durability.py, metrics/durable_finalize.py) ---------------
 # While the database is unreachable, finalizes and usage replies are held in order and

@@ -150,6 +150,10 @@ class ConfigSnapshot(models.Model):
     # A failure that repeats unchanged bumps these instead of adding a row an hour.
     attempts = models.PositiveIntegerField(default=1)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Applied snapshots: the last sync that loaded the config and found it valid and equal to
+    # this one. An unchanged reload writes no new row, so without this a failure older than
+    # the last good reload would still look like the latest news (/api/health).
+    last_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "config_snapshot"

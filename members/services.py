@@ -348,7 +348,11 @@ def _record_failure(
     )
 
 
-def _unchanged(snapshot: ConfigSnapshot) -> ConfigSyncResult:
+def _unchanged(snapshot: ConfigSnapshot, *, now: datetime) -> ConfigSyncResult:
+    # Nothing new to store, but the check itself is news: health compares it with the
+    # latest failure (a failure older than this good reload is over).
+    ConfigSnapshot.objects.filter(pk=snapshot.pk).update(last_checked_at=now)
+    snapshot.last_checked_at = now
     logger.info("event=config_sync_unchanged snapshot=%s content_hash=%s", snapshot.pk, snapshot.content_hash)
     return ConfigSyncResult(
         status="unchanged", snapshot=snapshot, counts=dict(snapshot.counts), warnings=tuple(snapshot.warnings)
@@ -389,7 +393,7 @@ def config_sync(*, urls: Mapping[str, str] | None = None, now: datetime | None =
     content_hash = _content_hash(files)
     latest = _latest_applied()
     if latest is not None and latest.content_hash == content_hash:
-        return _unchanged(latest)
+        return _unchanged(latest, now=now)
 
     warnings = config_warnings(config)
     counts = _counts(config)
@@ -398,7 +402,7 @@ def config_sync(*, urls: Mapping[str, str] | None = None, now: datetime | None =
             # Two syncs at once (beat and an operator): the second waits here, then sees the first.
             latest = _latest_applied(lock=True)
             if latest is not None and latest.content_hash == content_hash:
-                return _unchanged(latest)
+                return _unchanged(latest, now=now)
             snapshot = ConfigSnapshot.objects.create(
                 status=ConfigSnapshot.Status.APPLIED,
                 content_hash=content_hash,
@@ -408,6 +412,7 @@ def config_sync(*, urls: Mapping[str, str] | None = None, now: datetime | None =
                 fetched_at=now,
                 applied_at=now,
                 last_attempt_at=now,
+                last_checked_at=now,
             )
             registry_apply(config=config)
     except DatabaseError as exc:

@@ -19,12 +19,16 @@ from django.db.models import Max, Q, QuerySet, Sum
 from django.db.models.functions import Lower
 
 from billing.sla import (
+    CountedOutage,
     MonthWindow,
     OutageRow,
+    ServiceTargets,
+    check_kind,
     intervals_seconds,
     merge_intervals,
-    normalise_endpoint,
     outage_clip,
+    outage_service_keys,
+    service_targets,
     uptime_ratio,
     url_host,
 )
@@ -398,16 +402,17 @@ class EventFilter:
     status: str = ""  # "", "ongoing" or "resolved"
 
 
-def _event_counts_for_service(event: MemberEvent, *, hosts: set[str], endpoints: set[str]) -> bool:
-    """DECISIONS 4, as billing counts it: an endpoint outage only for that exact URL, a
-    domain outage for every service on that host, a site outage (no domain) always."""
-    kind = check_type_word(event.check_type)
-    if kind == "endpoint" and (event.endpoint or "").strip():
-        return normalise_endpoint(event.endpoint) in endpoints
-    host = (event.domain_name or "").strip().lower() or url_host(event.endpoint or "")
-    if not host:
-        return True
-    return host in hosts
+def _event_counts_for_service(event: MemberEvent, *, service: ServiceTargets) -> bool:
+    """DECISIONS 4 by billing's own matcher (billing/sla.py), so that the events listed for a
+    service are exactly the ones its SLA counts: a site outage for every service (whatever
+    its domain column says), a domain outage for the services on that host, an endpoint
+    outage for the service with that URL, and a row of an unknown check type for none."""
+    kind = check_kind(event.check_type)
+    if kind is None:
+        return False
+    # The matcher reads only the kind and the row; the offsets do not matter here.
+    outage = CountedOutage(0, event.id, 0, kind, _outage_row(event), event.start_time)
+    return bool(outage_service_keys(outage=outage, services=[service]))
 
 
 def downtime_events(
@@ -427,10 +432,9 @@ def downtime_events(
     events = list(rows.order_by("-start_time", "-id"))
     if filters.service:
         service = config.service_for_name(filters.service) if config is not None else None
-        urls = service.rpc_urls if service is not None else ()
-        hosts = {url_host(url) for url in urls} - {""}
-        endpoints = {normalise_endpoint(url) for url in urls if url.strip()}
-        events = [e for e in events if _event_counts_for_service(e, hosts=hosts, endpoints=endpoints)]
+        # A service missing from the config answers on nothing: only site outages count for it.
+        targets = service_targets(key=filters.service, rpc_urls=service.rpc_urls if service is not None else ())
+        events = [e for e in events if _event_counts_for_service(e, service=targets)]
     return events
 
 

@@ -3,6 +3,8 @@ on MariaDB with the real config and statements issued by the real engine."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ import pytest
 import time_machine
 from django.test import Client
 
+from billing.selectors import BillingSummary
+from metrics.models import MemberEvent
 from tests.billing.api_support import (  # noqa: F401
     POLKADOT_HOST,
     billing_files,
@@ -26,6 +30,11 @@ SUMMARY = "/api/billing/summary"
 ACTIVE = ["Amforc", "Dwellir", "Gatotech", "Stake Plus", "Turboflakes"]
 MEMBER_KEYS = ["name", "level", "services", "total_base_cost", "total_billed", "total_credits", "meets_sla"]
 SERVICE_KEYS = ["name", "base_cost", "uptime_percentage", "billed_cost", "credits", "meets_sla"]
+# The downtime/events object (§2.6), then the counted part of the month.
+EVENT_KEYS = [
+    "id", "member_name", "check_type", "check_name", "domain_name", "endpoint", "start_time", "end_time",
+    "duration", "error", "is_ipv6", "status", "counted_start", "counted_end", "counted_seconds",
+]  # fmt: skip
 # Stake Plus (North America) per-service bases, reports §10.3: they add up to 13633.24.
 STAKE_PLUS_BASES = {
     "Paseo": 660.56, "Asset-Hub-Paseo": 204.50, "ETH-Asset-Hub-Paseo": 22.40, "Bridge-Hub-Paseo": 158.74,
@@ -113,16 +122,32 @@ class TestIssuedMonth:
         api: Client,  # noqa: F811
         issued_march: Path,  # noqa: F811
     ) -> None:
-        """include_downtime=true: Polkadot carries the 2 h outage (7200 s counted); the other 21
+        """include_downtime=true: Polkadot carries the 2 h outage (7200 s counted), as the §2.6
+        event object with its `duration` and `error`, then the counted part; the other 21
         services carry [] (quirk Q14), never a missing key."""
+        (row,) = MemberEvent.objects.all()
+        MemberEvent.objects.filter(pk=row.pk).update(error="Syncing or not enough peers")
         body = body_of(api, BREAKDOWN, year="2025", month="3", member="Stake Plus", include_downtime="true")
         services = {s["name"]: s for s in body["members"][0]["services"]}
         (event,) = services["Polkadot"]["downtime_events"]
-        assert event["check_type"] == "domain"
-        assert event["domain_name"] == POLKADOT_HOST
-        assert (event["start_time"], event["end_time"]) == ("2025-03-10T10:00:00Z", "2025-03-10T12:00:00Z")
-        assert (event["status"], event["counted_seconds"], event["member_name"]) == ("resolved", 7200, "Stake Plus")
-        assert isinstance(event["id"], int) and event["is_ipv6"] is False
+        assert event == {
+            "id": row.pk,
+            "member_name": "Stake Plus",
+            "check_type": "domain",
+            "check_name": "wss",
+            "domain_name": POLKADOT_HOST,
+            "endpoint": "wss://polkadot.dotters.network",
+            "start_time": "2025-03-10T10:00:00Z",
+            "end_time": "2025-03-10T12:00:00Z",
+            "duration": "2h 0m",
+            "error": "Syncing or not enough peers",
+            "is_ipv6": False,
+            "status": "resolved",
+            "counted_start": "2025-03-10T10:00:00Z",
+            "counted_end": "2025-03-10T12:00:00Z",
+            "counted_seconds": 7200,
+        }
+        assert list(event) == EVENT_KEYS
         assert all(s["downtime_events"] == [] for name, s in services.items() if name != "Polkadot")
         # Only the exact value `true` asks for them.
         plain = body_of(api, BREAKDOWN, year="2025", month="3", member="Stake Plus", include_downtime="True")
@@ -231,9 +256,25 @@ class TestCurrentMonth:
             18.92,
             13614.32,
         )
-        event = services["Hydration"]["downtime_events"][0]
-        assert (event["check_type"], event["status"], event["end_time"]) == ("site", "ongoing", None)
-        assert event["counted_seconds"] == 3600
+        (event,) = services["Hydration"]["downtime_events"]
+        (row,) = MemberEvent.objects.all()
+        # Open: no end_time (Q14); the duration is the counted hour, 11:00 to now.
+        assert event == {
+            "id": row.pk,
+            "member_name": "Stake Plus",
+            "check_type": "site",
+            "check_name": "ping",
+            "domain_name": "",
+            "endpoint": "",
+            "start_time": "2025-04-15T11:00:00Z",
+            "duration": "1h 0m",
+            "is_ipv6": False,
+            "status": "ongoing",
+            "counted_start": "2025-04-15T11:00:00Z",
+            "counted_end": "2025-04-15T12:00:00Z",
+            "counted_seconds": 3600,
+        }
+        assert services["Polkadot"]["downtime_events"] == [event]  # a site outage counts for every service
 
     def test_it_summarises_the_current_month(self, api: Client, open_outage: None) -> None:  # noqa: F811
         """5 billed members × 22 services = 110 pairs, 22 distinct services each paid by 5;
@@ -244,10 +285,34 @@ class TestCurrentMonth:
         assert body == {
             "current_month_credits": 18.92,
             "current_month_sla_violations": 22,
-            "last_refresh": "2025-02-20T00:00:00.000000Z",
+            "last_refresh": "2025-02-20T00:00:00Z",
             "service_distribution": dict.fromkeys(sorted(STAKE_PLUS_BASES), 5),
             "total_base_cost_monthly": 75412.10,
             "total_members": 5,
             "total_services": 110,
             "unique_services": 22,
         }
+
+
+@pytest.mark.parametrize(
+    ("applied_at", "text"),
+    [
+        (datetime(2025, 2, 20, 0, 0, 0, 123400, tzinfo=UTC), "2025-02-20T00:00:00.1234Z"),
+        (datetime(2025, 2, 20, 1, 0, 0, 5, tzinfo=timezone(timedelta(hours=1))), "2025-02-20T00:00:00.000005Z"),
+        (datetime(2025, 2, 20, tzinfo=UTC), "2025-02-20T00:00:00Z"),
+        (None, "0001-01-01T00:00:00Z"),
+    ],
+)
+def test_it_writes_last_refresh_with_a_fraction_only_when_there_is_one(applied_at: datetime | None, text: str) -> None:
+    """api-contract §1.5: RFC 3339 UTC with `Z`, the fraction only when non-zero, trailing zeros trimmed."""
+    summary = BillingSummary(
+        total_members=0,
+        total_services=0,
+        unique_services=0,
+        total_base_cost_monthly=Decimal(0),
+        current_month_credits=Decimal(0),
+        current_month_sla_violations=0,
+        service_distribution={},
+        last_refresh=applied_at,
+    )
+    assert summary.as_api()["last_refresh"] == text

@@ -13,10 +13,14 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
+from billing.services import billing_run_lock, billing_run_unlock
 from members.config_files import NetworkConfig
+from members.models import ConfigSnapshot
 from members.services import config_sync
+from metrics.listener_state import listener_state_save
 from metrics.models import ClusterNode
-from tests.collator.api_fixtures import add_usage, api, get_json, network_config, utc  # noqa: F401
+from metrics.telemetry import telemetry_queue_depth_set, telemetry_snapshot_save
+from tests.collator.api_fixtures import CONFIG_FILES, add_usage, api, get_json, network_config, utc  # noqa: F401
 from tests.collator.tls_helpers import write_certificate
 
 NOW = utc("2025-03-02T12:00:00Z")
@@ -58,6 +62,100 @@ def test_it_reports_every_part(api: Client, network_config: NetworkConfig) -> No
     }
     assert body["config"]["last_good_load"] == "2025-03-02T12:00:00Z"
     assert body["config"]["last_error"] is None
+
+
+def test_it_reports_the_last_billing_run_even_when_it_wrote_no_statement(api: Client) -> None:  # noqa: F811
+    """January's run changed statements at 10:00; February's re-run at 11:00 was unchanged
+    (no Statement written) and its run at 11:30 failed (nothing written): health shows the
+    failed run. No Statement row exists at all, which is what the old report read."""
+    runs = [
+        (date(2025, 1, 1), "2025-03-02T10:00:00Z", "changed", ""),
+        (date(2025, 2, 1), "2025-03-02T11:00:00Z", "unchanged", ""),
+        (date(2025, 2, 1), "2025-03-02T11:30:00Z", "failed", "ValueError: no config in force for 2025-02"),
+    ]
+    for month, finished, outcome, error in runs:
+        with time_machine.travel(utc(finished), tick=False):
+            token = billing_run_lock(month=month)
+            billing_run_unlock(month=month, token=token, outcome=outcome, summary={}, error=error)
+
+    assert get_json(api, "/api/health")["last_statement_run"] == {
+        "error": "ValueError: no config in force for 2025-02",
+        "finished_at": "2025-03-02T11:30:00Z",
+        "month": "2025-02",
+        "outcome": "failed",
+    }
+
+
+def test_it_reports_an_unchanged_successful_billing_run_without_an_error(api: Client) -> None:  # noqa: F811
+    with time_machine.travel(utc("2025-03-01T00:05:00Z"), tick=False):
+        token = billing_run_lock(month=date(2025, 2, 1))
+        billing_run_unlock(month=date(2025, 2, 1), token=token, outcome="unchanged", summary={})
+
+    assert get_json(api, "/api/health")["last_statement_run"] == {
+        "error": None,
+        "finished_at": "2025-03-01T00:05:00Z",
+        "month": "2025-02",
+        "outcome": "unchanged",
+    }
+
+
+def test_it_stops_showing_a_config_error_once_an_unchanged_reload_finds_the_config_good(
+    api: Client,  # noqa: F811
+    ibp_config_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Applied at 10:00, a reload of a missing file fails at 11:00, and the 12:00 reload finds
+    the same good files again: it writes no new snapshot, yet the 11:00 error is over."""
+    good = {key: str(ibp_config_dir / name) if name else "" for key, name in CONFIG_FILES.items()}
+    with time_machine.travel(utc("2025-03-02T10:00:00Z"), tick=False):
+        assert config_sync(urls=good).status == "applied"
+    with time_machine.travel(utc("2025-03-02T11:00:00Z"), tick=False):
+        assert config_sync(urls={**good, "MembersConfig": str(tmp_path / "missing.json")}).status == "failed"
+        failing = get_json(api, "/api/health")["config"]
+    with time_machine.travel(utc("2025-03-02T12:00:00Z"), tick=False):
+        assert config_sync(urls=good).status == "unchanged"
+        recovered = get_json(api, "/api/health")["config"]
+
+    applied = ConfigSnapshot.objects.get(status="applied")
+    assert failing["last_good_check"] == "2025-03-02T10:00:00Z"
+    assert failing["last_error_at"] == "2025-03-02T11:00:00Z"
+    assert "MembersConfig" in failing["last_error"]
+    assert recovered == {
+        "last_error": None,
+        "last_error_at": None,
+        "last_good_check": "2025-03-02T12:00:00Z",
+        "last_good_load": "2025-03-02T10:00:00Z",
+        "snapshot_id": applied.pk,
+    }
+    assert applied.last_checked_at == utc("2025-03-02T12:00:00Z")
+    assert ConfigSnapshot.objects.count() == 2  # the unchanged reload added no row
+
+
+@pytest.mark.usefixtures("frozen")
+def test_it_counts_the_matrix_alerts_waiting_in_the_listener_queue_depth(api: Client) -> None:  # noqa: F811
+    """The alert sender publishes its depth as a gauge and the listener saves its samples:
+    3 alerts waiting for the homeserver show next to the DB queues."""
+    node_id = settings.COLLATOR.nats.node_id
+    listener_state_save(
+        node_id=node_id,
+        connected=True,
+        last_heartbeat_sent=NOW,
+        last_collection={},
+        queue_depths={"finalize": 2, "usage": 0},
+        queue_dropped={"finalize": 0, "usage": 0},
+        durable_finalize=False,
+        started_at=NOW,
+        now=NOW,
+    )
+    telemetry_queue_depth_set(queue="matrix_alerts", depth=3)
+    try:
+        telemetry_snapshot_save(process=node_id)
+    finally:
+        telemetry_queue_depth_set(queue="matrix_alerts", depth=0)
+
+    queue_depth = get_json(api, "/api/health")["nats_listener"]["queue_depth"]
+
+    assert queue_depth == {"finalize": 2, "matrix_alerts": 3, "usage": 0}
 
 
 @pytest.mark.usefixtures("frozen")

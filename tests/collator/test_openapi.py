@@ -7,6 +7,7 @@ the database: no 500, and every answer (200s, 400s, 404s) matches the documented
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -17,7 +18,7 @@ import schemathesis
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from django.test import Client
+from django.test import Client, override_settings
 from hypothesis import HealthCheck, settings
 
 from members.config_files import NetworkConfig
@@ -57,6 +58,55 @@ def test_it_serves_a_browsable_docs_page(api: Client) -> None:  # noqa: F811
     response = api.get("/api/docs")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+SIDECAR = "/static/drf_spectacular_sidecar/swagger-ui-dist/"
+
+
+def test_it_serves_the_docs_page_assets_itself_so_it_works_offline(api: Client) -> None:  # noqa: F811
+    """Every asset of /api/docs comes from this server (drf-spectacular-sidecar), none from a CDN."""
+    page = api.get("/api/docs").content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+
+    assert assets == [
+        f"{SIDECAR}favicon-32x32.png",
+        f"{SIDECAR}swagger-ui.css",
+        f"{SIDECAR}swagger-ui-bundle.js",
+        f"{SIDECAR}swagger-ui-standalone-preset.js",
+    ]
+    assert "cdn." not in page and "jsdelivr" not in page and "unpkg" not in page
+    bundle = api.get(f"{SIDECAR}swagger-ui-bundle.js")
+    assert bundle.status_code == 200
+    assert b"SwaggerUIBundle" in b"".join(bundle.streaming_content)
+
+
+BILLING_PATHS = {"/api/billing/breakdown", "/api/billing/summary", "/api/billing/pdfs", "/api/billing/pdfs/download"}
+
+
+def _schema(client: Client) -> dict[str, Any]:
+    response = client.get("/api/schema", {"format": "json"})
+    assert response.status_code == 200
+    return dict(json.loads(response.content))
+
+
+def test_it_declares_the_bearer_scheme_on_the_billing_endpoints_when_they_need_a_token(api: Client) -> None:  # noqa: F811
+    with override_settings(API_BILLING_REQUIRES_TOKEN=True):
+        schema = _schema(api)
+
+    assert schema["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token made in the admin"}
+    }
+    security = {path: operations["get"].get("security") for path, operations in schema["paths"].items()}
+    assert {path: security[path] for path in BILLING_PATHS} == {path: [{"bearerAuth": []}] for path in BILLING_PATHS}
+    assert all(security[path] != [{"bearerAuth": []}] for path in set(security) - BILLING_PATHS)
+
+
+def test_it_declares_no_token_while_the_billing_endpoints_are_public(api: Client) -> None:  # noqa: F811
+    """DECISIONS 20's default: no authenticator runs, so none is documented."""
+    schema = _schema(api)
+
+    assert "securitySchemes" not in schema.get("components", {})
+    assert all(schema["paths"][path]["get"].get("security") is None for path in BILLING_PATHS)
 
 
 @pytest.fixture

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from members.config_files import ConfigFileError
 from members.models import ConfigSnapshot, Member, RegionPrice, Service, ServiceAssignment, ServiceProvider
-from members.services import config_fetch, config_sync
+from members.services import DEFAULT_FETCH_TIMEOUT, config_fetch, config_sync
 from tests.members.conftest import registry_fingerprint, snapshot_rows
 
 pytestmark = pytest.mark.django_db
@@ -151,7 +157,11 @@ def test_it_writes_nothing_when_the_files_are_unchanged(base_urls: dict[str, str
     assert result.snapshot is not None and result.snapshot.applied_at == T2
     assert result.counts["members"] == 12
     assert registry_fingerprint() == registry_before
-    assert snapshot_rows() == snapshots_before
+    # No new row and no change but one: the applied snapshot notes when it was last found good.
+    assert [row | {"last_checked_at": None} for row in snapshot_rows()] == [
+        row | {"last_checked_at": None} for row in snapshots_before
+    ]
+    assert [row["last_checked_at"] for row in snapshot_rows()] == [T1, T3]
     assert len(snapshots_before) == 2
 
 
@@ -354,3 +364,135 @@ def test_config_fetch_names_the_key_and_source_of_an_unreachable_url() -> None:
 
     assert raised.value.file_key == "AlertsConfig"
     assert str(raised.value).startswith(f"AlertsConfig ({source}): cannot fetch:")
+
+
+# --- warnings: what a sync applies but an operator must see (issue 2, DECISIONS 10) ---------
+
+
+@pytest.fixture
+def small_config(ibp_config_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """Two members and two services cut from the bundled real config (Apache-2.0,
+    ibp-network/config; its README and LICENSE are copied alongside), edited so that each
+    warning of the sync shows exactly once:
+
+    - Amforc is level 4, below Asset-Hub-Paseo's LevelRequired 5, and is also assigned
+      `No-Such-Chain`, which names no service;
+    - Gatotech sits in region `Antarctica`, which the pricing file has no price for.
+    """
+    folder = tmp_path / "ibp-small"
+    folder.mkdir()
+    for name in ("README.md", "LICENSE", "SNAPSHOT", "services_rpc_iaaspricing.json"):
+        shutil.copy(ibp_config_dir / name, folder / name)
+    members = json.loads((ibp_config_dir / "members_professional.json").read_text())
+    services = json.loads((ibp_config_dir / "services_rpc.json").read_text())
+    amforc, gatotech = members["Amforc"], members["Gatotech"]
+    amforc["Membership"]["MemberLevel"] = 4
+    amforc["ServiceAssignments"] = {"Paseo": ["Paseo", "Asset-Hub-Paseo", "No-Such-Chain"]}
+    gatotech["Location"]["Region"] = "Antarctica"
+    gatotech["ServiceAssignments"] = {"Paseo": ["Paseo"]}
+    (folder / "members_professional.json").write_text(json.dumps({"Amforc": amforc, "Gatotech": gatotech}, indent=2))
+    kept = {name: services[name] for name in ("Paseo", "Asset-Hub-Paseo")}
+    assert (
+        kept["Paseo"]["Configuration"]["LevelRequired"],
+        kept["Asset-Hub-Paseo"]["Configuration"]["LevelRequired"],
+    ) == (3, 5)
+    (folder / "services_rpc.json").write_text(json.dumps(kept, indent=2))
+    return {
+        "MembersConfig": str(folder / "members_professional.json"),
+        "ServicesConfig": str(folder / "services_rpc.json"),
+        "IaasPricingConfig": str(folder / "services_rpc_iaaspricing.json"),
+        "AlertsConfig": "",
+    }
+
+
+def test_it_warns_about_an_unknown_service_a_region_without_price_and_a_level_too_low(
+    small_config: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="members.config_sync"):
+        result = config_sync(urls=small_config, now=T1)
+
+    expected = [
+        "member 'Amforc': level 4 is below 'Asset-Hub-Paseo''s required level 5; it is billed all the same",
+        "member 'Amforc': assignment 'No-Such-Chain' names no known service",
+        "member 'Gatotech': region 'Antarctica' has no price, so it cannot be billed",
+    ]
+    assert result.status == "applied"
+    assert list(result.warnings) == expected
+    assert ConfigSnapshot.objects.get().warnings == expected
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event=config_warning snapshot={result.snapshot.pk} warning={json.dumps(w)}" for w in expected
+    ]
+    # Warnings do not stop the sync: the unknown name is left out, the rest is applied.
+    assert sorted(ServiceAssignment.objects.values_list("member__member_index", "service__service_index")) == [
+        ("Amforc", "Asset-Hub-Paseo"),
+        ("Amforc", "Paseo"),
+        ("Gatotech", "Paseo"),
+    ]
+    assert sorted(Member.objects.values_list("member_index", "membership_level")) == [("Amforc", 4), ("Gatotech", 6)]
+
+
+# --- a server that accepts and never answers -----------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A real TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def test_config_fetch_gives_up_on_a_server_that_never_answers(silent_server: str) -> None:
+    source = f"{silent_server}/services_rpc.json"
+    started = time.monotonic()
+
+    with pytest.raises(ConfigFileError) as raised:
+        config_fetch(source=source, timeout=1.5, key="ServicesConfig")
+
+    assert 1.4 < time.monotonic() - started < 4
+    assert str(raised.value) == f"ServicesConfig ({source}): no answer within 1.5 s"
+
+
+def test_it_keeps_the_last_good_config_when_a_file_times_out(
+    silent_server: str, base_urls: dict[str, str], use_config_urls: Any
+) -> None:
+    """The sync's own timeout (DEFAULT_FETCH_TIMEOUT, 15 s): it fails within it, naming the file."""
+    config_sync(urls=base_urls, now=T1)
+    registry_before = registry_fingerprint()
+    source = f"{silent_server}/members_professional.json"
+    urls = dict(base_urls) | {"MembersConfig": source}
+    started = time.monotonic()
+
+    result = config_sync(urls=urls, now=T2)
+
+    took = time.monotonic() - started
+    assert DEFAULT_FETCH_TIMEOUT - 0.5 < took < DEFAULT_FETCH_TIMEOUT + 5
+    assert (result.status, result.file_key) == ("failed", "MembersConfig")
+    assert result.error == f"MembersConfig ({source}): no answer within 15 s"
+    assert registry_fingerprint() == registry_before
+    failed = ConfigSnapshot.objects.get(status=ConfigSnapshot.Status.FAILED)
+    assert failed.errors == [{"file": "MembersConfig", "field": "", "source": source, "message": result.error}]
+    assert ConfigSnapshot.objects.filter(status=ConfigSnapshot.Status.APPLIED).count() == 1

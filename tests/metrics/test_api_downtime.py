@@ -142,6 +142,47 @@ class TestEvents:
     ) -> None:
         assert _ids(get_json(api, "/api/downtime/events", **params, **RANGE), events) == expected
 
+    def test_it_filters_by_service_with_the_billing_matcher_at_its_edges(
+        self,
+        api: Client,  # noqa: F811
+        events: dict[str, MemberEvent],
+    ) -> None:
+        """The service filter lists what billing counts against the service (billing/sla.py):
+        a site outage whose row also names a domain still counts for every service, and a row
+        of an unknown check type (`9`) with no host counts for none. An endpoint outage with
+        an empty endpoint falls back to its domain's host."""
+        edges = {
+            "site_with_domain": add_event(
+                check_type="site",
+                domain_name="polkadot.dotters.network",
+                start_time=utc("2025-03-02T09:00:00Z"),
+                end_time=utc("2025-03-02T09:30:00Z"),
+                status=1,
+            ),
+            "unknown_type": add_event(
+                check_type="9", start_time=utc("2025-03-02T10:00:00Z"), end_time=utc("2025-03-02T10:05:00Z"), status=1
+            ),
+            "endpoint_without_url": add_event(
+                member_name="Amforc",
+                check_type="3",
+                domain_name="Kusama.Dotters.Network",
+                start_time=utc("2025-03-02T07:00:00Z"),
+                end_time=utc("2025-03-02T07:10:00Z"),
+                status=1,
+            ),
+        }
+        rows = events | edges
+
+        kusama = _ids(get_json(api, "/api/downtime/events", service="Kusama", **RANGE), rows)
+        polkadot = _ids(get_json(api, "/api/downtime/events", service="Polkadot", **RANGE), rows)
+        unknown = _ids(get_json(api, "/api/downtime/events", service="NoSuchChain", **RANGE), rows)
+        everything = _ids(get_json(api, "/api/downtime/events", **RANGE), rows)
+
+        assert kusama == ["site_with_domain", "open", "endpoint_without_url", "site", "early"]
+        assert polkadot == ["site_with_domain", "dom", "site", "early"]
+        assert unknown == ["site_with_domain", "site", "early"]  # only site outages
+        assert "unknown_type" in everything  # listed without a service filter, counted for none
+
     def test_it_answers_an_empty_list_for_a_quiet_period(
         self,
         api: Client,  # noqa: F811

@@ -312,6 +312,7 @@ class TestHttp:
         allowed = {h.strip() for h in response["Access-Control-Allow-Headers"].split(",")}
         assert {"authorization", "content-type"} <= allowed
         assert "GET" in response["Access-Control-Allow-Methods"]
+        assert response["Access-Control-Max-Age"] == "3600"  # api-contract §1.4
 
     def test_it_sends_cors_headers_on_answers_and_ignores_a_stale_token(self, api: Client) -> None:  # noqa: F811
         response = api.get(

@@ -53,7 +53,7 @@ def test_it_reports_the_saved_state_in_health() -> None:
         "last_heartbeat_sent": "2025-03-02T11:59:20Z",
         "process": "ok",
         "process_updated_at": "2025-03-02T11:59:50Z",
-        "queue_depth": {"finalize": 12, "usage": 0},
+        "queue_depth": {"finalize": 12, "matrix_alerts": 0, "usage": 0},
         "queue_dropped": {"finalize": 0, "usage": 0},
     }
 

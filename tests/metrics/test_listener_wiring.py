@@ -215,7 +215,7 @@ def test_it_reports_the_running_listener_in_health(nats_server: NatsServer) -> N
     assert running["connected"] is True
     assert running["process"] == "ok"
     assert running["durable_finalize"] is False
-    assert running["queue_depth"] == {"durable_in_hand": 0, "finalize": 0, "rollups": 0, "usage": 0}
+    assert running["queue_depth"] == {"durable_in_hand": 0, "finalize": 0, "matrix_alerts": 0, "rollups": 0, "usage": 0}
     assert running["queue_dropped"] == {"finalize": 0, "usage": 0}
     collected = datetime.fromisoformat(running["last_collection"]["DNS-01"].replace("Z", "+00:00"))
     assert now - timedelta(seconds=60) < collected <= now
