@@ -15,11 +15,22 @@ from django.urls import reverse
 
 from members.models import ConfigSnapshot, Member, Service
 from members.services import config_sync
-from metrics.models import ClusterNode, MemberEvent, RequestStat
+from metrics.models import (
+    ClusterNode,
+    FinalizeApplied,
+    ListenerState,
+    MatrixSession,
+    MemberEvent,
+    PendingRecovery,
+    RequestStat,
+    TelemetrySnapshot,
+)
+from metrics.rollups import usage_rollups_refresh
 
 pytestmark = pytest.mark.django_db
 
 T1 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+MATRIX_TOKEN = "syt_aWJwLWFsZXJ0cw_secretTokenValue_0a1b2c"
 
 
 @pytest.fixture
@@ -35,7 +46,7 @@ def admin_client_with_data(base_urls: dict[str, str], editable_urls: dict[str, s
         start_time=datetime(2026, 1, 3, 10, 0, tzinfo=UTC),
         error="ping timeout",
     )
-    MemberEvent.objects.create(
+    closed = MemberEvent.objects.create(
         check_type="3",
         check_name="wss",
         endpoint="wss://rpc.dotters.network/polkadot",
@@ -57,9 +68,55 @@ def admin_client_with_data(base_urls: dict[str, str], editable_urls: dict[str, s
             country_name="France",
             hits=hits,
         )
+    usage_rollups_refresh(dates={date(2026, 1, 5)})  # the daily rollups, from the rows above
     ClusterNode.objects.create(
         node_id="monitor-zurich-1", node_role="IBPMonitor", first_seen=T1, last_heard=datetime(2026, 1, 5, tzinfo=UTC)
     )
+    FinalizeApplied.objects.create(
+        proposal_id="5b0c6f7e-2d0a-4c1e-9a53-2f7d8f1c9b10",
+        proposed_status=True,
+        outcome="closed",
+        event_id=closed.pk,
+        decided_at=datetime(2026, 1, 4, 10, 30, tzinfo=UTC),
+        applied_at=datetime(2026, 1, 4, 10, 30, 1, tzinfo=UTC),
+    )
+    PendingRecovery.objects.create(
+        check_type="3",
+        check_name="wss",
+        endpoint="wss://rpc.ibp.network/kusama",
+        member_name="Dwellir",
+        domain_name="rpc.ibp.network",
+        decided_at=datetime(2026, 1, 5, 8, 0, tzinfo=UTC),
+        proposal_id="rec-77",
+        remembered_at=datetime(2026, 1, 5, 8, 0, 1, tzinfo=UTC),
+    )
+    ListenerState.objects.create(
+        node_id="COLLATOR-01",
+        connected=True,
+        last_heartbeat_sent=datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+        queue_depths={"finalize": 3, "usage": 0, "rollups": 1},
+        queue_dropped={"finalize": 0, "usage": 2},
+        started_at=T1,
+        updated_at=datetime(2026, 1, 5, 9, 0, 5, tzinfo=UTC),
+    )
+    MatrixSession.objects.create(
+        homeserver_url="https://matrix.example.org",
+        username="ibp-alerts",
+        user_id="@ibp-alerts:example.org",
+        device_id="COLLATORDEV1",
+        access_token=MATRIX_TOKEN,
+        logged_in_at=T1,
+    )
+    TelemetrySnapshot.objects.create(
+        process="COLLATOR-01",
+        samples=[
+            {"family": "collator_nats_messages", "type": "counter", "help": "", "name": "collator_nats_messages_total",
+             "labels": {"subject": "consensus.finalize"}, "value": 12},
+            {"family": "collator_nats_rejects", "type": "counter", "help": "", "name": "collator_nats_rejects_total",
+             "labels": {"reason": "missing_decided_at"}, "value": 1},
+        ],
+        updated_at=datetime(2026, 1, 5, 9, 0, 5, tzinfo=UTC),
+    )  # fmt: skip
     user = User.objects.create_superuser("operator", "operator@example.org", "not-used")
     client = Client()
     client.force_login(user)
@@ -76,6 +133,17 @@ CHANGELISTS = {
     "metrics_memberevent": ["Stake Plus", "ping timeout", "site", "endpoint", "open", "resolved"],
     "metrics_requeststat": ["dns-eu-1", "dns-us-1", "AS16276", "France", "1200"],
     "metrics_clusternode": ["monitor-zurich-1", "IBPMonitor"],
+    "metrics_finalizeapplied": ["5b0c6f7e-2d0a-4c1e-9a53-2f7d8f1c9b10", "online", "closed"],
+    "metrics_pendingrecovery": ["Dwellir", "wss://rpc.ibp.network/kusama", "endpoint", "rec-77"],
+    "metrics_listenerstate": ["COLLATOR-01", "finalize 3, rollups 1, usage 0", "finalize 0, usage 2"],
+    "metrics_matrixsession": ["ibp-alerts", "https://matrix.example.org", "@ibp-alerts:example.org", "COLLATORDEV1"],
+    "metrics_telemetrysnapshot": ["COLLATOR-01", '<td class="field-sample_count">2</td>'],
+    # 1200 + 800 from the two DNS nodes, summed by the rollup refresh.
+    "metrics_requestdaily": ["Amforc", "rpc.dotters.network", "France", "AS16276", '<td class="field-hits">2000</td>'],
+    "metrics_requestdailycountry": ["FR", "France", '<td class="field-hits">2000</td>'],
+    "metrics_requestdailyasn": ["AS16276", "OVH SAS", '<td class="field-hits">2000</td>'],
+    "metrics_requestdailydomain": ["rpc.dotters.network", '<td class="field-hits">2000</td>'],
+    "metrics_requestdailymember": ["Amforc", '<td class="field-hits">2000</td>'],
 }
 
 
@@ -153,3 +221,31 @@ def test_it_filters_usage_without_a_full_count(admin_client_with_data: Client) -
     # show_full_result_count = False: no "(2 total)" link that would COUNT(*) the table.
     assert "total)" not in page
     assert response.context["cl"].result_count == 1
+
+
+def test_it_lists_every_model_in_the_admin() -> None:
+    """Issue 2: every model is registered (celery-beat's own admin covers its tables)."""
+    from django.apps import apps
+    from django.contrib import admin
+
+    ours = [m for m in apps.get_models() if m._meta.app_label in {"members", "metrics", "billing", "collator"}]
+
+    assert [m._meta.label for m in ours if not admin.site.is_registered(m)] == []
+    assert {f"{m._meta.app_label}_{m._meta.model_name}" for m in ours if m._meta.app_label != "billing"} == set(
+        CHANGELISTS
+    ) | {"collator_apitoken"}
+
+
+def test_it_never_shows_the_matrix_access_token(admin_client_with_data: Client) -> None:
+    session = MatrixSession.objects.get()
+    changelist = reverse("admin:metrics_matrixsession_changelist")
+
+    pages = [
+        admin_client_with_data.get(changelist).content.decode(),
+        admin_client_with_data.get(reverse("admin:metrics_matrixsession_change", args=[session.pk])).content.decode(),
+    ]
+    searched = admin_client_with_data.get(f"{changelist}?q={MATRIX_TOKEN}")
+
+    assert [MATRIX_TOKEN in page for page in pages] == [False, False]
+    assert "COLLATORDEV1" in pages[1]
+    assert searched.context["cl"].result_count == 0  # the token is not a search field either
