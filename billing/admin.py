@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from billing.models import BillingRun, MonthlyOverview, Statement, StatementLine
+from billing.models import BillingRun, CostSummaryRun, MonthlyOverview, Statement, StatementLine
 from billing.pdf.admin_links import PdfLinkAdminMixin
 from billing.selectors import statement_revision_diff
 from billing.services import BillingError, MonthRunResult, statement_generate_month
@@ -184,3 +184,9 @@ class MonthlyOverviewAdmin(PdfLinkAdminMixin, ReadOnlyAdmin):
 class BillingRunAdmin(ReadOnlyAdmin):
     list_display = ("month", "generated_at", "last_outcome", "last_started_at", "last_finished_at", "locked_by", "runs")
     readonly_fields = ("last_summary", "last_error")
+
+
+@admin.register(CostSummaryRun)
+class CostSummaryRunAdmin(ReadOnlyAdmin):
+    list_display = ("day", "last_outcome", "last_started_at", "last_finished_at", "locked_by", "runs")
+    readonly_fields = ("last_error",)

@@ -66,6 +66,9 @@ class Statement(models.Model):
     content_hash = models.CharField(max_length=64, help_text="sha256 over the inputs and figures.")
     computed_at = models.DateTimeField(help_text="The 'now' ongoing outages were counted up to.")
     pdf_path = models.CharField(max_length=1024, blank=True, default="")
+    # The PDF as issued. Once superseded, the file is these bytes unchanged plus an appended
+    # update that stamps every page (billing/pdf/stamp.py), so its first bytes still hash to this.
+    pdf_sha256 = models.CharField(max_length=64, blank=True, default="", help_text="sha256 of the PDF as issued.")
     json_path = models.CharField(max_length=1024, blank=True, default="")
     csv_path = models.CharField(max_length=1024, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -167,6 +170,7 @@ class MonthlyOverview(models.Model):
     content_hash = models.CharField(max_length=64)
     computed_at = models.DateTimeField()
     pdf_path = models.CharField(max_length=1024, blank=True, default="")
+    pdf_sha256 = models.CharField(max_length=64, blank=True, default="", help_text="sha256 of the PDF as issued.")
     json_path = models.CharField(max_length=1024, blank=True, default="")
     csv_path = models.CharField(max_length=1024, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -216,3 +220,25 @@ class BillingRun(models.Model):
     @property
     def is_locked(self) -> bool:
         return bool(self.lock_token)
+
+
+class CostSummaryRun(models.Model):
+    """One row per day: the lock that keeps two runs of the daily cost summary apart (the
+    scheduled one and a manual `generate_cost_summary`), taken like BillingRun's."""
+
+    day = models.DateField(unique=True)
+    lock_token = models.CharField(max_length=64, blank=True, default="")
+    locked_at = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=255, blank=True, default="", help_text="host/pid of the holder")
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=32, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "billing_cost_summary_run"
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"cost summary run {self.day:%Y-%m-%d}"

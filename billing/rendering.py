@@ -10,13 +10,16 @@ File layout (DECISIONS 18, reports §2), so that listing tools keep working:
 - `{WorkDir}/tmp/YYYY-MM/YYYY_MM-IBP-Service_{name}.pdf` (+ `.json`, `.csv`)
 - `{WorkDir}/tmp/service_cost_YYYYMMDD.pdf`
 The current revision always has the plain name. Superseded revisions are moved to
-`{WorkDir}/tmp/YYYY-MM/superseded/…-rN.pdf`, never overwritten; drafts live in
-`{WorkDir}/tmp/YYYY-MM/draft/`.
+`{WorkDir}/tmp/YYYY-MM/superseded/…-rN.pdf` (their PDF stamped, its issued bytes kept), never
+overwritten; drafts live in `{WorkDir}/tmp/YYYY-MM/draft/`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date
 from functools import cache
@@ -52,6 +55,12 @@ class BillingPdfRenderer(Protocol):
 
     def render_cost_summary(self, *, summary: CostSummary, path: Path) -> bool: ...
 
+    def mark_superseded(self, *, record: Statement | MonthlyOverview, path: Path) -> bool:
+        """Mark the kept PDF of a superseded revision as such on every page, in place, keeping
+        its issued content (never rendered again; DECISIONS 16). Idempotent: a file already
+        marked is left alone. Returns False when it marks nothing."""
+        ...
+
 
 class NoPdfRenderer:
     """The default until the PDF renderer exists: no PDF, and a log line that says so."""
@@ -68,6 +77,9 @@ class NoPdfRenderer:
 
     def render_cost_summary(self, *, summary: CostSummary, path: Path) -> bool:
         return self._skip("cost_summary", path)
+
+    def mark_superseded(self, *, record: Statement | MonthlyOverview, path: Path) -> bool:
+        return False
 
 
 @cache
@@ -91,6 +103,28 @@ _UNSAFE = str.maketrans(dict.fromkeys(' /\\:*?"<>|', "_"))
 _MAX_NAME_BYTES = 150
 
 
+def file_write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that no reader, crash or second writer ever sees half of it.
+
+    The data goes to a temporary file of this call's own in the same folder (pid and a
+    random uuid: two runs never share one), is flushed to disk, and is renamed over `path`
+    in one step. The temporary name does not grow with `path`'s, so a name near the
+    file-system limit still has room for it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{os.getpid()}-{uuid.uuid4().hex}.partial"
+    try:
+        with temporary.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+
+
 def billing_dir() -> Path:
     return Path(settings.WORK_DIR) / "tmp"
 
@@ -109,13 +143,13 @@ def draft_dir(month: date) -> Path:
 
 def file_name_sanitise(name: str) -> str:
     """As the reference does (ten characters → '_'), plus two guards it lacks: a name that
-    would be a hidden file or too long for the file system is made safe."""
+    would be a hidden file or too long for the file system is made safe (cut at whole
+    characters, within _MAX_NAME_BYTES of UTF-8)."""
     safe = name.translate(_UNSAFE)
     safe = "".join("_" if ord(ch) < 32 else ch for ch in safe)
     if safe.startswith("."):
         safe = "_" + safe[1:]
-    while len(safe.encode()) > _MAX_NAME_BYTES:
-        safe = safe[:-1]
+    safe = safe.encode()[:_MAX_NAME_BYTES].decode("utf-8", errors="ignore")
     return safe or "_"
 
 

@@ -4,10 +4,11 @@
 MonthlyOverview rows. It is idempotent (DECISIONS 16): the content hash of each document
 covers its inputs (config snapshot, outage rows as counted, policy) and its figures, so
 unchanged inputs write nothing, and changed inputs write a new revision that supersedes
-the old one, keeps its number, and leaves its files in place (moved to `superseded/`).
+the old one, keeps its number, and keeps its files (moved to `superseded/`, the PDF stamped).
 
 Two runs of one month never overlap: each takes the month's BillingRun row with a
-conditional UPDATE first (see billing.models.BillingRun).
+conditional UPDATE first (see billing.models.BillingRun), before it reads any input. The
+daily cost summary has the same lock per day (CostSummaryRun).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -36,12 +36,13 @@ from django.utils import timezone
 
 from billing.bills import MemberBill, MonthBills, month_bills_compute
 from billing.costs import CostSummary, cost_summary_compute
-from billing.models import BillingRun, DocumentStatus, MonthlyOverview, Statement, StatementLine
+from billing.models import BillingRun, CostSummaryRun, DocumentStatus, MonthlyOverview, Statement, StatementLine
 from billing.money import money_sum, percent_floor
 from billing.rendering import (
     billing_dir,
     cost_summary_pdf_path,
     draft_dir,
+    file_write_atomic,
     month_dir,
     overview_stem,
     pdf_renderer,
@@ -60,7 +61,7 @@ from billing.selectors import (
     statement_csv,
     statement_document,
 )
-from billing.sla import MonthWindow, parse_month, previous_month_window
+from billing.sla import CreditPolicy, MonthWindow, parse_month, previous_month_window
 from members.selectors import NoConfigError, config_snapshot_in_force
 
 logger = logging.getLogger("billing.statements")
@@ -112,11 +113,14 @@ class MonthRunResult:
     draft: bool
     statements: tuple[StatementOutcome, ...]
     overview: MonthlyOverview | None
-    overview_action: Action | Literal["skipped"]
+    # "skipped": a --member run that changed nothing; "stale": a --member run that changed its
+    # statement but left the overview, because other members' statements are out of date too.
+    overview_action: Action | Literal["skipped", "stale"]
     inactive_members: tuple[str, ...]
     problems: tuple[str, ...]
     files_written: tuple[str, ...] = field(default=())
     pdf_failures: tuple[str, ...] = field(default=())
+    overview_stale_members: tuple[str, ...] = field(default=())
 
     @property
     def base(self) -> Decimal:
@@ -161,17 +165,16 @@ def _lock_timeout() -> timedelta:
     return timedelta(seconds=getattr(settings, "BILLING_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT_SECONDS))
 
 
-def billing_run_lock(*, month: date) -> str:
-    """Take the month's lock; returns its token. Raises BillingLocked when another run holds it.
-
-    A lock older than BILLING_LOCK_TIMEOUT_SECONDS is taken over: its holder died.
-    """
+def _lock_take(model: type[BillingRun | CostSummaryRun], *, what: str, **key: Any) -> str:
+    """Take the lock of `model`'s row for `key` with a conditional UPDATE; returns its token.
+    Raises BillingLocked when another run holds it. A lock older than
+    BILLING_LOCK_TIMEOUT_SECONDS is taken over: its holder died."""
     with contextlib.suppress(IntegrityError):  # the other run created it a moment ago
-        BillingRun.objects.get_or_create(month=month)
+        model.objects.get_or_create(**key)
     token = uuid.uuid4().hex
     now = timezone.now()
     taken = (
-        BillingRun.objects.filter(month=month)
+        model.objects.filter(**key)
         .filter(Q(lock_token="") | Q(locked_at__lt=now - _lock_timeout()))
         .update(
             lock_token=token,
@@ -181,27 +184,38 @@ def billing_run_lock(*, month: date) -> str:
         )
     )
     if taken != 1:
-        holder = BillingRun.objects.filter(month=month).values_list("locked_by", "locked_at").first()
-        raise BillingLocked(f"another run of {month:%Y-%m} is in progress ({holder[0]} since {holder[1]:%H:%M:%S})")
+        holder = model.objects.filter(**key).values_list("locked_by", "locked_at").first()
+        since = f" since {holder[1]:%H:%M:%S}" if holder and holder[1] else ""
+        raise BillingLocked(f"another run of {what} is in progress ({holder[0] if holder else '?'}{since})")
     return token
+
+
+def _lock_release(model: type[BillingRun | CostSummaryRun], *, token: str, values: dict[str, Any], **key: Any) -> None:
+    values = {"lock_token": "", "locked_at": None, "locked_by": "", "last_finished_at": timezone.now(), **values}
+    model.objects.filter(lock_token=token, **key).update(runs=F("runs") + 1, **values)
+
+
+def billing_run_lock(*, month: date) -> str:
+    """Take the month's lock; returns its token. Raises BillingLocked when another run holds it."""
+    return _lock_take(BillingRun, what=f"{month:%Y-%m}", month=month)
 
 
 def billing_run_unlock(
     *, month: date, token: str, outcome: str, summary: dict[str, Any], error: str = "", generated: bool = False
 ) -> None:
-    now = timezone.now()
-    values: dict[str, Any] = {
-        "lock_token": "",
-        "locked_at": None,
-        "locked_by": "",
-        "last_finished_at": now,
-        "last_outcome": outcome,
-        "last_summary": summary,
-        "last_error": error,
-    }
+    values: dict[str, Any] = {"last_outcome": outcome, "last_summary": summary, "last_error": error}
     if generated:
-        values["generated_at"] = now
-    BillingRun.objects.filter(month=month, lock_token=token).update(runs=F("runs") + 1, **values)
+        values["generated_at"] = timezone.now()
+    _lock_release(BillingRun, token=token, values=values, month=month)
+
+
+def cost_summary_lock(*, day: date) -> str:
+    """Take the lock of the day's cost summary; returns its token. Raises BillingLocked."""
+    return _lock_take(CostSummaryRun, what=f"the cost summary of {day:%Y-%m-%d}", day=day)
+
+
+def cost_summary_unlock(*, day: date, token: str, outcome: str, error: str = "") -> None:
+    _lock_release(CostSummaryRun, token=token, values={"last_outcome": outcome, "last_error": error}, day=day)
 
 
 # --- content hashes --------------------------------------------------------------------------
@@ -394,33 +408,74 @@ def _network_uptime(bills: MonthBills) -> Decimal:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    file_write_atomic(path, text.encode("utf-8"))
+
+
+def _in_superseded_dir(path: str, month: date) -> bool:
+    return Path(path).parent.resolve() == superseded_dir(month).resolve()
+
+
+def _kept_name(source: Path, record: Statement | MonthlyOverview, n: int) -> Path:
+    tag = f"-r{record.revision}" if n == 1 else f"-r{record.revision}.{n}"
+    return superseded_dir(record.month) / f"{source.stem}{tag}{source.suffix}"
 
 
 def _move_to_superseded(record: Statement | MonthlyOverview) -> None:
-    """Keep an old revision's files, out of the way of the current ones."""
-    changed: list[str] = []
+    """Keep an old revision's files, out of the way of the current ones, never overwriting a
+    kept file. Each move is recorded at once, and a file already moved by a run that died
+    before recording it is found where that run put it."""
     for attribute in ("pdf_path", "json_path", "csv_path"):
         current = getattr(record, attribute)
-        if not current:
+        if not current or _in_superseded_dir(current, record.month):
             continue
         source = Path(current)
-        target = superseded_dir(record.month) / f"{source.stem}-r{record.revision}{source.suffix}"
-        if source.exists() and source.resolve() != target.resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
+        if source.exists():
             n = 1
-            while target.exists():  # never overwrite an older kept file
+            while _kept_name(source, record, n).exists():
                 n += 1
-                target = target.with_name(f"{source.stem}-r{record.revision}.{n}{source.suffix}")
-            shutil.move(str(source), target)
-            setattr(record, attribute, str(target))
-            changed.append(attribute)
-    if changed:
-        type(record).objects.filter(pk=record.pk).update(**{a: getattr(record, a) for a in changed})
+            target = _kept_name(source, record, n)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            kept = str(target)
+        else:  # moved by a run that died before recording it: the last name kept for it
+            n = 1
+            while _kept_name(source, record, n + 1).exists():
+                n += 1
+            kept = str(_kept_name(source, record, n)) if _kept_name(source, record, n).exists() else ""
+            if not kept:  # never left pointing where the current revision's file goes
+                logger.warning("event=superseded_file_missing record=%s path=%s", record, source)
+        setattr(record, attribute, kept)
+        type(record).objects.filter(pk=record.pk).update(**{attribute: kept})
+
+
+def _superseded_settle(*, month: date) -> None:
+    """Stamp and move aside the files of every superseded revision of the month that are still
+    where the current revision's files go.
+
+    Not only the revisions this run superseded: a run that died between its commit and this
+    step left them in place, and the current revision's files, written next, would overwrite
+    them. Stamping comes before the move, so a file found in `superseded/` is always stamped
+    (the stamp itself is idempotent), and this step can be run again after any crash.
+    """
+    for model in (Statement, MonthlyOverview):
+        for record in model.objects.filter(month=month, status=DocumentStatus.SUPERSEDED):
+            paths = [p for p in (record.pdf_path, record.json_path, record.csv_path) if p]
+            if all(_in_superseded_dir(p, month) for p in paths):
+                continue
+            if record.pdf_path and not _in_superseded_dir(record.pdf_path, month) and Path(record.pdf_path).exists():
+                try:
+                    pdf_renderer().mark_superseded(record=record, path=Path(record.pdf_path))
+                except Exception as exc:  # the issued file is kept either way
+                    logger.exception("event=pdf_mark_superseded_failed record=%s error=%s", record, exc)
+            _move_to_superseded(record)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _files_missing(record: Statement | MonthlyOverview) -> bool:
@@ -435,17 +490,18 @@ def _statement_files_write(statement: Statement, stem: str, failures: list[str])
     _write_text(json_path, json.dumps(statement_document(statement=statement), separators=(",", ":")) + "\n")
     _write_text(csv_path, statement_csv(statement=statement))
     written = [str(json_path), str(csv_path)]
-    pdf = ""
+    pdf, sha256 = "", ""
     try:
         if pdf_renderer().render_statement(statement=statement, path=pdf_path):
-            pdf = str(pdf_path)
+            pdf, sha256 = str(pdf_path), _sha256_of(pdf_path)
             written.append(pdf)
     except Exception as exc:  # a renderer bug must not lose the issued figures
         logger.exception("event=pdf_failed document=statement number=%s error=%s", statement.number, exc)
         failures.append(f"{statement.number}: {exc}")
     statement.json_path, statement.csv_path, statement.pdf_path = str(json_path), str(csv_path), pdf
+    statement.pdf_sha256 = sha256
     Statement.objects.filter(pk=statement.pk).update(
-        json_path=statement.json_path, csv_path=statement.csv_path, pdf_path=pdf
+        json_path=statement.json_path, csv_path=statement.csv_path, pdf_path=pdf, pdf_sha256=sha256
     )
     return written
 
@@ -457,17 +513,18 @@ def _overview_files_write(overview: MonthlyOverview, statements: Sequence[Statem
     _write_text(json_path, json.dumps(overview_document(overview=overview), indent=2) + "\n")  # small
     _write_text(csv_path, overview_csv(overview=overview))
     written = [str(json_path), str(csv_path)]
-    pdf = ""
+    pdf, sha256 = "", ""
     try:
         if pdf_renderer().render_overview(overview=overview, statements=statements, path=pdf_path):
-            pdf = str(pdf_path)
+            pdf, sha256 = str(pdf_path), _sha256_of(pdf_path)
             written.append(pdf)
     except Exception as exc:
         logger.exception("event=pdf_failed document=overview month=%s error=%s", overview.month_label, exc)
         failures.append(f"overview {overview.month_label}: {exc}")
     overview.json_path, overview.csv_path, overview.pdf_path = str(json_path), str(csv_path), pdf
+    overview.pdf_sha256 = sha256
     MonthlyOverview.objects.filter(pk=overview.pk).update(
-        json_path=overview.json_path, csv_path=overview.csv_path, pdf_path=pdf
+        json_path=overview.json_path, csv_path=overview.csv_path, pdf_path=pdf, pdf_sha256=sha256
     )
     return written
 
@@ -502,7 +559,9 @@ def statement_generate_month(
     - `month`: a MonthWindow or `YYYY-MM`. A month that has not ended is refused unless
       `draft`: drafts are stored with status `draft`, replaced by the next draft, and their
       files go to `…/YYYY-MM/draft/`.
-    - `member`: only that member's statement (key or Details.Name); the overview is left alone.
+    - `member`: only that member's statement (key or Details.Name). When it changes, the overview
+      is re-issued from the whole month if every other statement is current (so it stays the
+      sum of the issued statements); if not, it is left, and `overview_stale_members` says why.
     - `dry_run`: compute and return the figures; write nothing, take no lock.
     - `force`: write a new revision even when nothing changed (e.g. to re-render PDFs).
     """
@@ -522,34 +581,21 @@ def statement_generate_month(
         policy, tiers = billing_policy()
     except ValueError as exc:
         raise BillingError(str(exc)) from None
-    try:
-        in_force = config_snapshot_in_force(at=window.end)
-    except NoConfigError as exc:
-        raise BillingError(str(exc)) from None
-    config = in_force.config
-    member_keys = None if member is None else [_resolve_member(config, member)]
-    rows = outage_rows_for_month(window=window, now=now, member_names=member_event_names_for(config, member_keys))
-    if progress:
-        progress(0, 1, "computing")
-    bills = month_bills_compute(
-        config=config, window=window, rows=rows, now=now, policy=policy, tiers=tiers, member_keys=member_keys
-    )
-    inputs = {
-        "policy": policy.value,
-        "tiers": [[str(a), str(b)] for a, b in tiers] if policy.value == "tiered" else [],
-        "config": in_force.snapshot.content_hash or str(in_force.snapshot.pk),
-        "config_postdates_month": not in_force.predates,
-    }
-    common = {
-        "month": window.label,
-        "config_snapshot_id": in_force.snapshot.pk,
-        "config_postdates_month": not in_force.predates,
-        "dry_run": dry_run,
-        "draft": draft,
-        "inactive_members": tuple(m.key for m in bills.inactive),
-        "problems": bills.problems,
-    }
-    if dry_run:
+
+    def read_inputs() -> _MonthInputs:
+        return _month_inputs(
+            window=window,
+            member=member,
+            now=now,
+            policy=policy,
+            tiers=tiers,
+            dry_run=dry_run,
+            draft=draft,
+            progress=progress,
+        )
+
+    if dry_run:  # reads only: no lock, so a dry run never waits for or blocks a real one
+        inputs = read_inputs()
         outcomes = tuple(
             StatementOutcome(
                 member_key=bill.member.key,
@@ -563,30 +609,36 @@ def statement_generate_month(
                 services=len(bill.lines),
                 services_missing_sla=sum(1 for line in bill.lines if not line.meets_sla),
             )
-            for bill in bills.members
+            for bill in inputs.bills.members
         )
-        return MonthRunResult(statements=outcomes, overview=None, overview_action="dry-run", **common)
+        return MonthRunResult(statements=outcomes, overview=None, overview_action="dry-run", **inputs.common)
 
+    # The lock comes before the inputs are read: a run that read them before another run
+    # committed newer ones (a late outage, a config sync) must not write after it, superseding
+    # the correct revision with one computed from stale rows.
     token = billing_run_lock(month=window.first_day)
-    outcome, summary, error, generated = "failed", {}, "", False
+    outcome, summary, error, generated, problems = "failed", {}, "", False, 0
     try:
+        inputs = read_inputs()
+        problems = len(inputs.bills.problems)
         result = _generate_locked(
             window=window,
-            bills=bills,
-            inputs=inputs,
-            in_force_snapshot_id=in_force.snapshot.pk,
-            postdates=not in_force.predates,
-            member_keys=member_keys,
-            all_member_keys=list(config.members),
+            bills=inputs.bills,
+            inputs=inputs.hashed,
+            in_force_snapshot_id=inputs.snapshot_id,
+            postdates=inputs.postdates,
+            member_keys=inputs.member_keys,
+            all_member_keys=inputs.all_member_keys,
+            whole_month=inputs.whole_month,
             draft=draft,
             force=force,
             now=now,
             progress=progress,
-            common=common,
+            common=inputs.common,
         )
         summary = result.summary()
         outcome = "draft" if draft else ("changed" if result.changed else "unchanged")
-        generated = not draft and member_keys is None
+        generated = not draft and inputs.member_keys is None
         return result
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -606,9 +658,79 @@ def statement_generate_month(
             summary.get("base", "-"),
             summary.get("credit", "-"),
             summary.get("billed", "-"),
-            len(bills.problems),
+            problems,
             time.monotonic() - started,
         )
+
+
+@dataclass(frozen=True)
+class _MonthInputs:
+    bills: MonthBills
+    hashed: dict[str, Any]  # what the content hashes cover besides the figures
+    snapshot_id: int
+    postdates: bool
+    member_keys: list[str] | None
+    all_member_keys: list[str]
+    common: dict[str, Any]  # the MonthRunResult fields every outcome shares
+    whole_month: Callable[[], MonthBills]  # the bills of every member (for a --member run's overview)
+
+
+def _month_inputs(
+    *,
+    window: MonthWindow,
+    member: str | None,
+    now: datetime,
+    policy: CreditPolicy,
+    tiers: Sequence[tuple[Decimal, Decimal]],
+    dry_run: bool,
+    draft: bool,
+    progress: ProgressCallback | None,
+) -> _MonthInputs:
+    """Read the month's inputs (the config in force, the outage rows) and compute its bills."""
+    try:
+        in_force = config_snapshot_in_force(at=window.end)
+    except NoConfigError as exc:
+        raise BillingError(str(exc)) from None
+    config = in_force.config
+    member_keys = None if member is None else [_resolve_member(config, member)]
+    rows = outage_rows_for_month(window=window, now=now, member_names=member_event_names_for(config, member_keys))
+    if progress:
+        progress(0, 1, "computing")
+    bills = month_bills_compute(
+        config=config, window=window, rows=rows, now=now, policy=policy, tiers=tiers, member_keys=member_keys
+    )
+    hashed = {
+        "policy": policy.value,
+        "tiers": [[str(a), str(b)] for a, b in tiers] if policy.value == "tiered" else [],
+        "config": in_force.snapshot.content_hash or str(in_force.snapshot.pk),
+        "config_postdates_month": not in_force.predates,
+    }
+    common = {
+        "month": window.label,
+        "config_snapshot_id": in_force.snapshot.pk,
+        "config_postdates_month": not in_force.predates,
+        "dry_run": dry_run,
+        "draft": draft,
+        "inactive_members": tuple(m.key for m in bills.inactive),
+        "problems": bills.problems,
+    }
+
+    def whole_month() -> MonthBills:
+        if member_keys is None:
+            return bills
+        every_row = outage_rows_for_month(window=window, now=now, member_names=member_event_names_for(config, None))
+        return month_bills_compute(config=config, window=window, rows=every_row, now=now, policy=policy, tiers=tiers)
+
+    return _MonthInputs(
+        bills=bills,
+        hashed=hashed,
+        snapshot_id=in_force.snapshot.pk,
+        postdates=not in_force.predates,
+        member_keys=member_keys,
+        all_member_keys=list(config.members),
+        common=common,
+        whole_month=whole_month,
+    )
 
 
 def _generate_locked(
@@ -620,6 +742,7 @@ def _generate_locked(
     postdates: bool,
     member_keys: list[str] | None,
     all_member_keys: list[str],
+    whole_month: Callable[[], MonthBills],
     draft: bool,
     force: bool,
     now: datetime,
@@ -629,7 +752,6 @@ def _generate_locked(
     first_day = window.first_day
     total_steps = len(bills.members) + 1
     outcomes: list[StatementOutcome] = []
-    superseded: list[Statement | MonthlyOverview] = []
     numbers: dict[str, str] = {}
     with transaction.atomic():
         status = DocumentStatus.DRAFT if draft else DocumentStatus.ISSUED
@@ -667,7 +789,6 @@ def _generate_locked(
             elif previous is not None:
                 Statement.objects.filter(pk=previous.pk).update(status=DocumentStatus.SUPERSEDED)
                 previous.status = DocumentStatus.SUPERSEDED
-                superseded.append(previous)
                 statement = _statement_create(
                     number=previous.number, revision=previous.revision + 1, status=status, supersedes=previous, **fields
                 )
@@ -698,20 +819,43 @@ def _generate_locked(
                 progress(done, total_steps, bill.member.key)
 
         overview: MonthlyOverview | None = None
-        overview_action: Action | Literal["skipped"] = "skipped"
+        overview_action: Action | Literal["skipped", "stale"] = "skipped"
+        stale: tuple[str, ...] = ()
+        overview_fields: dict[str, Any] = {
+            "window": window,
+            "inputs": inputs,
+            "snapshot_id": in_force_snapshot_id,
+            "postdates": postdates,
+            "draft": draft,
+            "now": now,
+        }
+        overview_statements = [o.statement for o in outcomes if o.statement is not None]
         if member_keys is None:
-            overview, overview_action = _overview_write(
-                window=window,
-                bills=bills,
-                numbers=numbers,
-                inputs=inputs,
-                snapshot_id=in_force_snapshot_id,
-                postdates=postdates,
-                draft=draft,
-                force=force,
-                now=now,
-                superseded=superseded,
+            overview, overview_action = _overview_write(bills=bills, numbers=numbers, force=force, **overview_fields)
+        elif not draft and any(o.action in ("created", "revised") for o in outcomes):
+            # The overview must stay the sum of the issued statements, so a member's new
+            # revision re-issues it, from the whole month, if every other statement is still
+            # what its inputs give; otherwise it is left, and the run says whose are stale.
+            issued = {**current, **{o.member_key: o.statement for o in outcomes if o.statement is not None}}
+            every_bill = whole_month()
+            stale = tuple(
+                bill.member.key
+                for bill in every_bill.members
+                if bill.member.key not in issued
+                or issued[bill.member.key].content_hash
+                != _hash(statement_payload(bill=bill, window=window, inputs=inputs))
             )
+            if stale:
+                overview_action = "stale"
+                logger.warning("event=billing_overview_stale month=%s members=%s", window.label, ",".join(stale))
+            else:
+                overview_statements = [issued[bill.member.key] for bill in every_bill.members]
+                overview, overview_action = _overview_write(
+                    bills=every_bill,
+                    numbers={s.member_key: s.number for s in overview_statements},
+                    force=False,
+                    **overview_fields,
+                )
         if progress:
             progress(total_steps, total_steps, "overview")
 
@@ -719,22 +863,21 @@ def _generate_locked(
     # missing (new, or lost in a crash after the commit) is written now, so a re-run repairs.
     written: list[str] = []
     failures: list[str] = []
-    for record in superseded:
-        _move_to_superseded(record)
+    _superseded_settle(month=first_day)
     stems = statement_stems(month=first_day, member_keys=all_member_keys)
     for outcome in outcomes:
         statement = outcome.statement
         if statement is not None and (outcome.action != "unchanged" or _files_missing(statement)):
             written.extend(_statement_files_write(statement, stems[statement.member_key], failures))
     if overview is not None and (overview_action != "unchanged" or _files_missing(overview)):
-        statements = [o.statement for o in outcomes if o.statement is not None]
-        written.extend(_overview_files_write(overview, statements, failures))
+        written.extend(_overview_files_write(overview, overview_statements, failures))
     return MonthRunResult(
         statements=tuple(outcomes),
         overview=overview,
         overview_action=overview_action,
         files_written=tuple(written),
         pdf_failures=tuple(failures),
+        overview_stale_members=stale,
         **common,
     )
 
@@ -750,7 +893,6 @@ def _overview_write(
     draft: bool,
     force: bool,
     now: datetime,
-    superseded: list[Statement | MonthlyOverview],
 ) -> tuple[MonthlyOverview, Action]:
     first_day = window.first_day
     members = _overview_members(bills, numbers)
@@ -789,7 +931,6 @@ def _overview_write(
     if previous is not None:
         MonthlyOverview.objects.filter(pk=previous.pk).update(status=DocumentStatus.SUPERSEDED)
         previous.status = DocumentStatus.SUPERSEDED
-        superseded.append(previous)
     revision = (previous.revision + 1) if previous else 1
     overview = MonthlyOverview.objects.create(
         month=first_day, revision=revision, status=DocumentStatus.ISSUED, supersedes=previous, **record
@@ -838,8 +979,37 @@ class CostSummaryResult:
 def cost_summary_generate(*, now: datetime | None = None) -> CostSummaryResult:
     """The daily "cost by service" document (00:05 UTC): costs per service per member from the
     config in force now, as a JSON companion and a PDF through the renderer interface.
-    Re-running on the same day rewrites the same content."""
+    Re-running on the same day rewrites the same content.
+
+    Two runs of one day (the schedule and a manual run) never overlap: the day's
+    CostSummaryRun lock is taken before the config is read, as for a month (BillingLocked).
+    """
     now = now or timezone.now()
+    day = now.date()
+    token = cost_summary_lock(day=day)
+    outcome, error = "failed", ""
+    try:
+        result = _cost_summary_write(now=now)
+        outcome = "written"
+        return result
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        cost_summary_unlock(day=day, token=token, outcome=outcome, error=error)
+
+
+def cost_summary_generate_daily(*, now: datetime | None = None) -> CostSummaryResult | None:
+    """The daily schedule. Another run holding the day's lock is not an error here: it is
+    writing this very document."""
+    try:
+        return cost_summary_generate(now=now)
+    except BillingLocked as exc:
+        logger.info("event=cost_summary_skipped reason=locked detail=%s", exc)
+        return None
+
+
+def _cost_summary_write(*, now: datetime) -> CostSummaryResult:
     try:
         in_force = config_snapshot_in_force(at=now)
     except NoConfigError as exc:

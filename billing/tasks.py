@@ -1,4 +1,5 @@
-"""Celery tasks of billing: thin, idempotent and locked (the services take the month's lock).
+"""Celery tasks of billing: thin, idempotent and locked (the services take the month's or the
+day's lock; a task that finds it taken returns "locked": the holder is doing its work).
 
 Scheduled by collator/schedule.py (UTC): the daily cost summary at 00:05, the previous
 month's statements on the 1st at 00:05. At worker start-up the previous month is generated
@@ -12,7 +13,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 
-from billing.services import cost_summary_generate, statement_catch_up, statement_generate_previous_month
+from billing.services import cost_summary_generate_daily, statement_catch_up, statement_generate_previous_month
 
 
 @shared_task
@@ -23,7 +24,8 @@ def statements_previous_month_task() -> dict[str, Any]:
 
 @shared_task
 def cost_summary_daily_task() -> str:
-    return cost_summary_generate().json_path
+    result = cost_summary_generate_daily()
+    return result.json_path if result else "locked"
 
 
 @shared_task

@@ -30,6 +30,15 @@ STATIC_DNS = "StaticDNSConfig"
 SERVICES_REQUESTS = "ServicesRequestsConfig"
 REQUIRED_FILES = (MEMBERS, SERVICES, PRICING)
 
+# The longest member key and Details.Name the database holds. The key is stored in
+# members.member_index and billing_statement.member_key; Details.Name is what monitors write in
+# member_events.member_name, VARCHAR(128) in the Go schema (data-model §3.2), so a longer
+# name could never be matched to its outages. Longer values fail the members file with an
+# error naming the field, rather than the sync failing in the database (or, for the name,
+# the member being billed as if it never went down).
+MEMBER_KEY_MAX_CHARS = 128
+MEMBER_NAME_MAX_CHARS = 128
+
 
 class ConfigFileError(ValueError):
     """A config file that cannot be used. The message names the file and the field."""
@@ -269,6 +278,8 @@ def parse_members(raw: bytes | str, *, source: str = "") -> dict[str, MemberConf
     root = _Reader(MEMBERS, source, decode_json(MEMBERS, raw, source=source), "")
     members: dict[str, MemberConfig] = {}
     for key in root.value:
+        if len(key) > MEMBER_KEY_MAX_CHARS:
+            root.fail(f"the member key is {len(key)} characters long; at most {MEMBER_KEY_MAX_CHARS} are allowed", key)
         entry = root.child(key)
         details = entry.child("Details")
         membership = entry.child("Membership")
@@ -283,6 +294,12 @@ def parse_members(raw: bytes | str, *, source: str = "") -> dict[str, MemberConf
             # Events are linked to members by Details.Name (bug B7): a member without one
             # could never be matched to its outages.
             details.fail("must not be empty", "Name")
+        if len(name) > MEMBER_NAME_MAX_CHARS:
+            details.fail(
+                f"is {len(name)} characters long; at most {MEMBER_NAME_MAX_CHARS} are allowed "
+                "(monitors report outages under this name in member_events.member_name)",
+                "Name",
+            )
         members[key] = MemberConfig(
             key=key,
             name=name,

@@ -24,6 +24,7 @@ from billing.models import DocumentStatus, MonthlyOverview, Statement, Statement
 from billing.money import money_sum
 from billing.pdf import formatting as fmt
 from billing.pdf.fonts import text_html
+from billing.pdf.linebreak import text_line_count
 from members.config_files import MemberConfig, NetworkConfig
 
 AUTHOR = "IBP Collator"
@@ -41,7 +42,8 @@ def _check_sum(what: str, total: Decimal, parts: Sequence[Decimal]) -> None:
         raise DocumentMismatch(f"{what}: the lines add up to {summed}, the record says {total}")
 
 
-def _status_banner(record: Statement | MonthlyOverview) -> str:
+def status_banner(record: Statement | MonthlyOverview) -> str:
+    """What a draft or superseded document says on every page (the superseded stamp too)."""
     if record.status == DocumentStatus.DRAFT:
         return "DRAFT: provisional figures for a month that has not been issued; not an invoice"
     if record.status == DocumentStatus.SUPERSEDED:
@@ -54,15 +56,55 @@ def _status_banner(record: Statement | MonthlyOverview) -> str:
     return ""
 
 
+# The page header (templates/billing/base.html): A4, 1.2 cm side margins, the right cell 32 %
+# of the width with 4 + 8 pt padding, the name in 10 pt bold. Heights in cm.
+_CM = 72 / 2.54
+_PAGE_WIDTH_CM = {"portrait": 21.0, "landscape": 29.7}
+_SIDE_MARGIN_CM = 1.2
+_HEADER_CM = 2.2  # logo, heading and period, and up to two lines of the name on the right
+_BANNER_CM = 0.6
+_NAME_PT = 10.0
+_NAME_LINE_PT = 13.5  # 10 pt text with the CJK font's taller ascent
+_NAME_LINES_IN_CELL = 2
+
+
+def _header_layout(*, right_text: str, orientation: str, banner: str) -> dict[str, Any]:
+    """How tall the page header is, so that a long name (the member key) wraps in it whole.
+
+    xhtml2pdf drops a header that does not fit its frame, on every page, so the frame is sized
+    from the name's lines, measured with the renderer's own line breaking. A name of more than
+    two lines in the right cell gets a full-width row of its own under the heading.
+    """
+    table_pt = (_PAGE_WIDTH_CM[orientation] - 2 * _SIDE_MARGIN_CM) * _CM
+    lines = text_line_count(right_text, width=table_pt * 0.32 - 12, font_size=_NAME_PT, bold=True)
+    own_row = lines > _NAME_LINES_IN_CELL
+    height = _HEADER_CM + (_BANNER_CM if banner else 0)
+    if own_row:
+        rows = text_line_count(right_text, width=table_pt - 16, font_size=_NAME_PT, bold=True)
+        height += (rows * _NAME_LINE_PT + 6) / _CM
+    return {"right_row": own_row, "header_height": f"{height:.2f}cm", "margin_top": f"{height + 0.7:.2f}cm"}
+
+
 def _document(
-    *, title: str, subject: str, record: Statement | MonthlyOverview | None, now: datetime, **extra: Any
+    *,
+    title: str,
+    subject: str,
+    record: Statement | MonthlyOverview | None,
+    now: datetime,
+    right_text: str,
+    orientation: str,
+    **extra: Any,
 ) -> dict[str, Any]:
+    banner = status_banner(record) if record is not None else ""
     return {
         "title": title,
         "author": AUTHOR,
         "subject": subject,
         "generated": fmt.timestamp(now),
-        "banner": _status_banner(record) if record is not None else "",
+        "banner": banner,
+        "right": text_html(right_text),
+        "orientation": orientation,
+        **_header_layout(right_text=right_text, orientation=orientation, banner=banner),
         **extra,
     }
 
@@ -178,7 +220,7 @@ def statement_context(
             heading="IBP Service Statement",
             period=fmt.period(statement.month, statement.month_seconds),
             reference=f"{statement.number} rev. {statement.revision}",
-            right=text_html(statement.member_key),
+            right_text=statement.member_key,
             ibp_logo=str(ibp_logo) if ibp_logo else "",
             orientation="portrait",
         ),
@@ -340,7 +382,7 @@ def overview_context(
             heading="IBP Monthly Billing Overview",
             period=fmt.period(overview.month, overview.month_seconds),
             reference=f"Overview {overview.month_label} rev. {overview.revision}",
-            right=month_title,
+            right_text=month_title,
             ibp_logo=str(ibp_logo) if ibp_logo else "",
             orientation="landscape",
         ),
@@ -409,7 +451,7 @@ def cost_summary_context(*, summary: CostSummary, now: datetime, ibp_logo: Path 
             heading="IBP Network – Cost by Service",
             period=f"Monthly base cost (USD, before SLA credits) as of {day}",
             reference=f"service_cost_{summary.day:%Y%m%d}",
-            right=day,
+            right_text=day,
             ibp_logo=str(ibp_logo) if ibp_logo else "",
             orientation="portrait",
         ),

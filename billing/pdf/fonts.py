@@ -75,7 +75,10 @@ def font_runs(text: str) -> list[tuple[str, bool]]:
 
 
 def text_html(text: object) -> SafeString:
-    """Escaped HTML for any text from the records, CJK runs set in the fallback font."""
+    """Escaped HTML for any text from the records, CJK runs set in the fallback font.
+
+    No break characters are added: long words wrap through the renderer's line breaking
+    (billing/pdf/linebreak.py), so the text extracted from a PDF is the record's text."""
     value = "" if text is None else str(text)
     parts = []
     for run, fallback in font_runs(value):

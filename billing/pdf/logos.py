@@ -4,10 +4,13 @@ A logo is decoration: whatever goes wrong (404, HTML, a huge or slow answer, a b
 a private address), the PDF is rendered without it and one log line says why. Limits
 (settings): BILLING_LOGO_TIMEOUT_SECONDS (10, a deadline for the whole download),
 BILLING_LOGO_MAX_BYTES (5 MiB), only `image/*` answers, http(s) only, and no private,
-loopback or link-local addresses unless BILLING_LOGO_ALLOW_PRIVATE_HOSTS (tests use a local
-server). Every logo is converted to a small PNG with Pillow, so the cache never holds a
-format the PDF cannot read. A failure is remembered for BILLING_LOGO_RETRY_SECONDS (1 day),
-so one slow host does not add 10 s to every statement of a run.
+loopback or link-local addresses unless BILLING_LOGO_ALLOW_PRIVATE_HOSTS: True for any, or a
+list of `host` / `host:port` entries (tests use a local server). The rule holds for every
+redirect too: each hop is checked before it is followed, so a public URL cannot bounce the
+fetch to 169.254.169.254 or an internal service. Every logo is converted to a small PNG
+with Pillow, so the cache never holds a format the PDF cannot read. A failure is remembered
+for BILLING_LOGO_RETRY_SECONDS (1 day), so one slow host does not add 10 s to every
+statement of a run.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from billing.rendering import billing_dir, file_name_sanitise
+from billing.rendering import billing_dir, file_name_sanitise, file_write_atomic
 
 logger = logging.getLogger("billing.pdf")
 
@@ -78,20 +82,53 @@ def _png_small(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def _private_allowed(host: str, port: int) -> bool:
+    allowed = getattr(settings, "BILLING_LOGO_ALLOW_PRIVATE_HOSTS", False)
+    if isinstance(allowed, list | tuple | set | frozenset):
+        return host in allowed or f"{host}:{port}" in allowed
+    return bool(allowed)
+
+
 def _check_host(url: str) -> None:
+    """Refuse a URL that is not http(s), or whose host resolves to any non-public address."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LogoError("only http(s) URLs are fetched")
-    if getattr(settings, "BILLING_LOGO_ALLOW_PRIVATE_HOSTS", False):
+        raise LogoError(f"only http(s) URLs are fetched, not {url[:80]!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise LogoError(f"bad port in {url[:80]!r}") from None
+    if _private_allowed(parts.hostname, port):
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        infos = socket.getaddrinfo(parts.hostname, port)
     except OSError as exc:
         raise LogoError(f"cannot resolve host: {exc}") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global:
-            raise LogoError(f"host resolves to a non-public address ({address})")
+            raise LogoError(f"{parts.hostname} resolves to a non-public address ({address})")
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects by itself: check each hop's URL as the first one was."""
+
+    max_redirections = 5
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        _check_host(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_CheckedRedirects)
 
 
 def _socket_timeout(response: object, seconds: float) -> None:
@@ -110,7 +147,7 @@ def logo_download(url: str, *, timeout: float | None = None, max_bytes: int | No
     headers = {"User-Agent": "ibp-collator-billing/1", "Accept": "image/*"}
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only, checked above
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
+        with _opener.open(request, timeout=timeout) as response:  # every hop checked (_CheckedRedirects)
             content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if not content_type.startswith("image/"):
                 raise LogoError(f"content type {content_type or 'absent'!r} is not image/*")
@@ -166,10 +203,7 @@ def member_logo_path(*, member_key: str, url: str) -> Path | None:
     started = time.monotonic()
     try:
         data = _png_small(logo_download(url))
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = png.with_name(png.name + ".partial")
-        partial.write_bytes(data)
-        partial.replace(png)
+        file_write_atomic(png, data)
         failed.unlink(missing_ok=True)
         logger.info(
             "event=member_logo_cached member=%r bytes=%d seconds=%.2f",
@@ -220,10 +254,7 @@ def ibp_logo_path() -> Path | None:
             tag = hashlib.sha256(f"{candidate}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
             small = billing_dir() / "member_logos" / f"_ibp-{tag}.png"
             if not small.exists():
-                small.parent.mkdir(parents=True, exist_ok=True)
-                partial = small.with_name(small.name + ".partial")
-                partial.write_bytes(_png_small(candidate.read_bytes()))
-                partial.replace(small)
+                file_write_atomic(small, _png_small(candidate.read_bytes()))
             return small
         except (OSError, LogoError) as exc:
             logger.warning("event=ibp_logo_skipped path=%s reason=%r", candidate, str(exc))

@@ -2,8 +2,7 @@
 
 Each method renders a Django template to HTML, xhtml2pdf turns it into a PDF in memory,
 and the file is written atomically (a reader never sees half a PDF). A superseded revision
-says so on every page: when a new revision is rendered, the revision it supersedes is
-rendered again, in its kept place (`superseded/…-rN.pdf`), with the banner.
+says so on every page: its kept PDF is stamped (`mark_superseded`), never rendered again.
 """
 
 from __future__ import annotations
@@ -22,11 +21,13 @@ from django.utils import timezone
 
 from billing.costs import CostSummary
 from billing.models import DocumentStatus, MonthlyOverview, Statement
-from billing.pdf.context import cost_summary_context, overview_context, statement_context
+from billing.pdf.context import cost_summary_context, overview_context, statement_context, status_banner
 from billing.pdf.fonts import FONT_DIR, fonts_register
+from billing.pdf.linebreak import xhtml2pdf_line_breaking
 from billing.pdf.logos import ibp_logo_path, member_logo_path
+from billing.pdf.stamp import pdf_is_stamped, pdf_stamp
 from billing.pdf.usage import month_usage
-from billing.rendering import billing_dir
+from billing.rendering import billing_dir, file_write_atomic
 from members.config_files import NetworkConfig
 from members.models import ConfigSnapshot
 from members.selectors import network_config_from_snapshot
@@ -57,7 +58,7 @@ def pdf_bytes(*, template: str, context: dict[str, Any]) -> bytes:
     fonts_register()
     html = render_to_string(template, context)
     out = io.BytesIO()
-    with _render_lock:
+    with _render_lock, xhtml2pdf_line_breaking():
         result = pisa.CreatePDF(html, dest=out, encoding="utf-8", link_callback=_link_callback)
     if result.err:
         raise PdfRenderError(f"xhtml2pdf reported {result.err} error(s) rendering {template}")
@@ -65,10 +66,7 @@ def pdf_bytes(*, template: str, context: dict[str, Any]) -> bytes:
 
 
 def pdf_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    file_write_atomic(path, data)
 
 
 class XhtmlPdfRenderer:
@@ -121,7 +119,6 @@ class XhtmlPdfRenderer:
             "event=pdf_written document=statement number=%s revision=%d path=%s bytes=%d seconds=%.3f",
             statement.number, statement.revision, path, path.stat().st_size, time.monotonic() - started,
         )  # fmt: skip
-        self._rerender_superseded(statement)
         return True
 
     def overview_pdf(
@@ -145,7 +142,6 @@ class XhtmlPdfRenderer:
             "event=pdf_written document=overview month=%s revision=%d path=%s bytes=%d seconds=%.3f",
             overview.month_label, overview.revision, path, path.stat().st_size, time.monotonic() - started,
         )  # fmt: skip
-        self._rerender_superseded(overview, statements=statements)
         return True
 
     def cost_summary_pdf(self, *, summary: CostSummary, now: datetime | None = None) -> bytes:
@@ -163,29 +159,14 @@ class XhtmlPdfRenderer:
 
     # --- superseded revisions -------------------------------------------------------------
 
-    def _rerender_superseded(
-        self, record: Statement | MonthlyOverview, *, statements: Sequence[Statement] = ()
-    ) -> None:
-        """Stamp the revision this one replaces as superseded, on every page, where it is kept.
-        Best effort: the new revision is already written, and the old file stays as it was
-        if this fails."""
-        previous = record.supersedes if record.supersedes_id else None
-        if previous is None or previous.status != DocumentStatus.SUPERSEDED or not previous.pdf_path:
-            return
-        path = Path(previous.pdf_path)
-        if not path.exists():
-            return
-        try:
-            if isinstance(previous, Statement):
-                data = self.statement_pdf(statement=previous)
-            else:
-                older = list(Statement.objects.filter(month=previous.month).exclude(status=DocumentStatus.DRAFT))
-                latest = {}
-                for s in sorted(older, key=lambda s: s.revision):
-                    if s.created_at <= previous.created_at:
-                        latest[s.member_key] = s
-                data = self.overview_pdf(overview=previous, statements=list(latest.values()) or list(statements))
-            pdf_write(path, data)
-            logger.info("event=pdf_marked_superseded path=%s", path)
-        except Exception as exc:  # the old file stays as it was
-            logger.warning("event=pdf_mark_superseded_failed path=%s error=%r", path, str(exc))
+    def mark_superseded(self, *, record: Statement | MonthlyOverview, path: Path) -> bool:
+        """Stamp the kept PDF of a superseded revision on every page, in place: its issued
+        bytes are kept as they are, never rendered again (billing/pdf/stamp.py). A file that
+        is already stamped is left alone, so a run that resumes after a crash can call this
+        again."""
+        data = path.read_bytes()
+        if pdf_is_stamped(data):
+            return True
+        pdf_write(path, pdf_stamp(data, text=status_banner(record)))
+        logger.info("event=pdf_marked_superseded path=%s revision=%d", path, record.revision)
+        return True

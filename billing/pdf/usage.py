@@ -23,7 +23,7 @@ from typing import Any
 from django.db.models import Max, Sum
 
 from billing.bills import member_event_names
-from billing.rendering import month_dir
+from billing.rendering import file_write_atomic, month_dir
 from members.config_files import NetworkConfig
 from metrics.models import RequestDailyCountry, RequestDailyDomain, RequestDailyMember
 from metrics.selectors import domain_service_map
@@ -156,9 +156,6 @@ def month_usage(*, month: date, config: NetworkConfig | None, now: datetime, fre
             logger.warning("event=pdf_usage_unreadable path=%s error=%s", path, exc)
     data = month_usage_compute(month=month, config=config, now=now)
     if freeze:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        partial.replace(path)
+        file_write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
         logger.info("event=pdf_usage_frozen month=%s path=%s total=%d", data["month"], path, data["total_requests"])
     return data

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
-from billing.models import Statement
+from billing.models import DocumentStatus, MonthlyOverview, Statement
+from billing.money import money_sum
 from tests.billing.conftest import SnapshotFactory, outage_create, real_files
 from tests.billing.worked_example import example_files, utc
 
@@ -86,3 +88,56 @@ def test_it_writes_a_draft_for_the_current_month(snapshot_applied: SnapshotFacto
         out, _ = run("--month", "2025-03", "--draft")
     assert "2025-03 draft" in out and "DRAFT-202503-0001" in out
     assert set(Statement.objects.values_list("status", flat=True)) == {"draft"}
+
+
+def test_it_reissues_the_overview_when_one_member_is_revised(snapshot_applied: SnapshotFactory, work_dir: Path) -> None:
+    """The worked example's config, no outages: Alpha $640.00 and beta $944.00, overview
+    $1,584.00. A late site outage for Beta Hosting (Mar 20 10:00–11:00, 3600 s, SLA missed)
+    and `--member "Beta Hosting"`: beta revision 2 with credit 944 × 3600 / 2,678,400 =
+    1.2688… → 1.27, billed 942.73; the overview is re-issued as revision 2, so its totals stay
+    the sums of the issued statements: credit 1.27, billed 640.00 + 942.73 = 1,582.73."""
+    snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
+    with time_machine.travel(utc(2025, 4, 1, 0, 5), tick=False):
+        run("--month", "2025-03")
+    outage_create(member_name="Beta Hosting", start_time=utc(2025, 3, 20, 10), end_time=utc(2025, 3, 20, 11))
+    with time_machine.travel(utc(2025, 4, 3), tick=False):
+        out, _ = run("--month", "2025-03", "--member", "Beta Hosting")
+
+    beta = next(line for line in out.splitlines() if line.startswith("beta"))
+    assert beta.split() == ["beta", "IBP-202503-0002", "2", "revised", "1", "1", "944.00", "1.27", "942.73"]
+    assert "overview: revised (revision 2)" in out.splitlines() and "warning" not in out
+    overview = MonthlyOverview.objects.get(month="2025-03-01", status=DocumentStatus.ISSUED)
+    statements = Statement.objects.filter(month="2025-03-01", status=DocumentStatus.ISSUED)
+    assert (overview.revision, overview.base_total, overview.credit_total, overview.billed_total) == (
+        2,
+        Decimal("1584.00"),
+        Decimal("1.27"),
+        Decimal("1582.73"),
+    )
+    assert overview.billed_total == money_sum(s.billed_total for s in statements)
+    assert [(m["key"], m["credit"], m["billed"]) for m in overview.members] == [
+        ("Alpha", "0.00", "640.00"),
+        ("beta", "1.27", "942.73"),
+    ]
+    assert overview.supersedes.revision == 1 and Path(overview.json_path).exists()
+
+
+def test_it_warns_when_it_cannot_reissue_the_overview(snapshot_applied: SnapshotFactory, work_dir: Path) -> None:
+    """Late outages for both members, but only beta is re-issued: Alpha's statement is out of
+    date too, so an overview re-issued now would not be the sum of the issued statements. It
+    stays at revision 1, and the run says so and what to do."""
+    snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
+    with time_machine.travel(utc(2025, 4, 1, 0, 5), tick=False):
+        run("--month", "2025-03")
+    outage_create(member_name="Beta Hosting", start_time=utc(2025, 3, 20, 10), end_time=utc(2025, 3, 20, 11))
+    outage_create(member_name="Alpha Nodes", start_time=utc(2025, 3, 21, 10), end_time=utc(2025, 3, 21, 11))
+    with time_machine.travel(utc(2025, 4, 3), tick=False):
+        out, _ = run("--month", "2025-03", "--member", "beta")
+
+    assert "overview: stale" in out.splitlines()
+    assert (
+        "warning: the overview was not re-issued, so its totals no longer match the statements: the statements "
+        "of Alpha are out of date too; run generate_invoices --month 2025-03 without --member"
+    ) in out.splitlines()
+    assert list(MonthlyOverview.objects.values_list("revision", "status")) == [(1, "issued")]
+    assert Statement.objects.get(member_key="beta", status=DocumentStatus.ISSUED).revision == 2

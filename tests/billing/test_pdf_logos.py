@@ -16,7 +16,15 @@ from PIL import Image
 from pypdf import PdfReader
 
 from billing.models import DocumentStatus, Statement
-from billing.pdf.logos import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_SECONDS, logo_max_bytes, logo_timeout, member_logo_path
+from billing.pdf.logos import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
+    LogoError,
+    logo_download,
+    logo_max_bytes,
+    logo_timeout,
+    member_logo_path,
+)
 from billing.services import statement_generate_month
 from tests.billing.conftest import SnapshotFactory, snapshot_applied  # noqa: F401
 from tests.billing.pdf_support import pdf_settings, pdf_text, utc  # noqa: F401
@@ -37,6 +45,7 @@ class LogoServer:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.hits: list[str] = []
+        self.redirects: dict[str, str] = {}  # path → Location of a 302
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,7 +61,12 @@ class LogoServer:
 
             def do_GET(self) -> None:
                 server.hits.append(self.path)
-                if self.path == "/missing.png":
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path == "/missing.png":
                     self._send(404, "text/html", b"<h1>not found</h1>")
                 elif self.path == "/page.png":
                     self._send(200, "text/html; charset=utf-8", b"<html><body>a web page</body></html>")
@@ -82,8 +96,12 @@ class LogoServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        return f"http://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
         self.release.set()
@@ -178,3 +196,38 @@ def test_it_refuses_private_addresses_unless_allowed(settings: Any, tmp_path: Pa
     assert logo_server.hits == []
     settings.BILLING_LOGO_ALLOW_PRIVATE_HOSTS = True
     assert member_logo_path(member_key="Beta", url="file:///etc/passwd") is None
+
+
+@pytest.mark.django_db
+def test_it_checks_every_redirect_hop_against_the_address_rule(
+    settings: Any, tmp_path: Path, logo_server: LogoServer
+) -> None:
+    """Only the logo server's own host:port is allowed (standing in for a public logo host).
+    Its redirects to the cloud metadata address and to another local port (an internal
+    service) are refused before they are followed: no request reaches the internal server,
+    and the member simply has no logo. A redirect within the allowed host is followed."""
+    internal = LogoServer()
+    try:
+        settings.WORK_DIR = tmp_path
+        settings.BILLING_LOGO_ALLOW_PRIVATE_HOSTS = [f"127.0.0.1:{logo_server.port}"]
+        logo_server.redirects = {
+            "/to-metadata.png": "http://169.254.169.254/latest/meta-data/",
+            "/to-internal.png": internal.url("/logo.png"),
+            "/to-logo.png": "/logo.png",
+        }
+        with pytest.raises(LogoError, match=r"^169\.254\.169\.254 resolves to a non-public address"):
+            logo_download(logo_server.url("/to-metadata.png"))
+        with pytest.raises(LogoError, match=r"^127\.0\.0\.1 resolves to a non-public address \(127\.0\.0\.1\)$"):
+            logo_download(logo_server.url("/to-internal.png"))
+        assert member_logo_path(member_key="Alpha", url=logo_server.url("/to-internal.png")) is None
+        assert internal.hits == []
+        assert logo_download(logo_server.url("/to-logo.png")) == _image("PNG")
+        assert logo_server.hits == [
+            "/to-metadata.png",
+            "/to-internal.png",
+            "/to-internal.png",
+            "/to-logo.png",
+            "/logo.png",
+        ]
+    finally:
+        internal.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 
 from billing.models import DocumentStatus, Statement
 from billing.money import money_sum
@@ -72,6 +74,12 @@ def test_it_renders_the_stake_plus_statement_of_the_real_config(
     assert "100.0000%" in text  # 4 decimals, floored
     # Member information from the config snapshot the statement points to.
     assert "North America" in text and "https://stake.plus" in text
+    metadata = PdfReader(path).metadata
+    assert (metadata.title, metadata.author, metadata.subject) == (
+        f"IBP Service Statement {stake.number} – Stake Plus",
+        "IBP Collator",
+        f"Statement {stake.number} revision 1 for March 2025",
+    )
 
 
 def test_it_prints_totals_that_equal_the_sums_of_the_printed_lines(
@@ -138,7 +146,11 @@ def test_it_paginates_150_outages_with_the_header_on_every_page(
     assert pages_with_rows >= 3
     # Each row: 10 minutes; the line's downtime 150 × 600 s = 90,000 s = 1d 1h 0m.
     assert "".join(pages).count(" 10m") == 150 and "downtime 1d 1h 0m in 150 outages" in "".join(pages)
-    assert "Page 1 of" in pages[0] and f"Page {len(pages)} of {len(pages)}" in pages[-1]
+    # Every page has the page header (title, period, number) and its footer.
+    for number, page in enumerate(pages, start=1):
+        lines = page.splitlines()
+        assert "IBP Service Statement" in lines and "1 March 2025 – 31 March 2025 (UTC)" in lines
+        assert f"{alpha.number} rev. 1" in lines and f"Page {number} of {len(pages)}" in page
 
 
 def test_it_renders_a_unicode_member_name_as_text_with_a_safe_file_name(
@@ -199,10 +211,16 @@ def test_it_marks_a_superseded_revision_on_every_page_and_keeps_it(
     snapshot_applied: SnapshotFactory,  # noqa: F811
     pdf_settings: Path,  # noqa: F811
 ) -> None:
-    """A late outage on Alpha makes revision 2. The kept revision 1 (superseded/…-r1.pdf)
-    says SUPERSEDED on each of its pages; revision 2 does not."""
+    """A late outage on Alpha makes revision 2. Revision 1's PDF is kept, not rendered again:
+    the kept file (superseded/…-r1.pdf) starts with the issued bytes, unchanged (their sha256
+    is the one stored when it was issued), followed by an update that stamps each page. Page
+    by page, its text is the original text plus the stamp. Revision 2 has no stamp."""
     snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
     statement_generate_month(month="2025-03", now=APRIL_1)
+    first = issued("Alpha")
+    issued_bytes = Path(first.pdf_path).read_bytes()
+    issued_pages = pdf_pages(first.pdf_path)
+    assert first.pdf_sha256 == hashlib.sha256(issued_bytes).hexdigest()
     outage_create(member_name="Alpha Nodes", start_time=utc(2025, 3, 5, 10), end_time=utc(2025, 3, 5, 12))
     statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(days=2))
 
@@ -210,10 +228,60 @@ def test_it_marks_a_superseded_revision_on_every_page_and_keeps_it(
     old = Statement.objects.get(member_key="Alpha", revision=1)
     assert current.revision == 2 and old.status == DocumentStatus.SUPERSEDED
     assert Path(old.pdf_path) == pdf_settings / "tmp" / "2025-03" / "superseded" / "2025_03-IBP-Service_Alpha-r1.pdf"
-    old_pages = pdf_pages(old.pdf_path)
-    assert old_pages and all("SUPERSEDED by revision 2" in page for page in old_pages)
+    kept = Path(old.pdf_path).read_bytes()
+    assert len(kept) > len(issued_bytes) and kept[: len(issued_bytes)] == issued_bytes
+    assert hashlib.sha256(kept[: len(issued_bytes)]).hexdigest() == old.pdf_sha256 == first.pdf_sha256
+    stamp = f"SUPERSEDED by revision 2 of {current.created_at:%Y-%m-%d}: this revision is no longer valid"
+    assert pdf_pages(old.pdf_path) == [page + stamp for page in issued_pages]
+    assert PdfReader(old.pdf_path).metadata["/IBPSuperseded"] == stamp
     new_text = pdf_text(current.pdf_path)
     assert "SUPERSEDED" not in new_text and "(replaces\nrevision 1)" in new_text
+    assert current.pdf_sha256 == hashlib.sha256(Path(current.pdf_path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("crash_in", ["_superseded_settle", "_move_to_superseded"])
+def test_it_keeps_the_old_revision_files_when_a_run_dies_after_its_commit(
+    crash_in: str,
+    snapshot_applied: SnapshotFactory,  # noqa: F811
+    pdf_settings: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run that issues Alpha's revision 2 dies after its commit: before it moved or stamped
+    anything, or after it stamped revision 1's PDF but before it moved the files. The next run
+    finds revision 2 current with no files; before writing them under the plain names it moves
+    revision 1's files aside, so they are never overwritten: the kept JSON still says revision
+    1, and the kept PDF is the issued bytes plus one stamp."""
+    from billing import services
+
+    snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
+    statement_generate_month(month="2025-03", now=APRIL_1)
+    first = issued("Alpha")
+    issued_pdf, issued_json = Path(first.pdf_path).read_bytes(), Path(first.json_path).read_text()
+    outage_create(member_name="Alpha Nodes", start_time=utc(2025, 3, 5, 10), end_time=utc(2025, 3, 5, 12))
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(services, crash_in, die)
+        with pytest.raises(RuntimeError, match="killed"):
+            statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(days=2))
+    assert issued("Alpha").revision == 2 and issued("Alpha").json_path == ""
+
+    result = statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(days=3))
+    assert {o.member_key: o.action for o in result.statements} == {"Alpha": "unchanged", "beta": "unchanged"}
+    old, current = Statement.objects.get(member_key="Alpha", revision=1), issued("Alpha")
+    folder = pdf_settings / "tmp" / "2025-03"
+    assert (Path(old.json_path), Path(old.pdf_path)) == (
+        folder / "superseded" / "2025_03-IBP-Service_Alpha-r1.json",
+        folder / "superseded" / "2025_03-IBP-Service_Alpha-r1.pdf",
+    )
+    assert Path(old.json_path).read_text() == issued_json and json.loads(issued_json)["revision"] == 1
+    kept = Path(old.pdf_path).read_bytes()
+    assert kept[: len(issued_pdf)] == issued_pdf and kept.count(b"/IBPSuperseded") == 1
+    assert json.loads(Path(current.json_path).read_text())["revision"] == 2
+    assert Path(current.pdf_path) == folder / "2025_03-IBP-Service_Alpha.pdf"
+    assert "SUPERSEDED" not in pdf_text(current.pdf_path)
 
 
 def test_it_shows_member_requests_and_share_from_the_usage_rollups(

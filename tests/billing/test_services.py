@@ -7,13 +7,13 @@ import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import time_machine
 from django.db import connection
 
-from billing.models import BillingRun, DocumentStatus, MonthlyOverview, Statement, StatementLine
+from billing.models import BillingRun, CostSummaryRun, DocumentStatus, MonthlyOverview, Statement, StatementLine
 from billing.money import money_sum
 from billing.services import (
     BillingError,
@@ -26,6 +26,7 @@ from billing.services import (
     statement_catch_up,
     statement_generate_month,
 )
+from billing.tasks import cost_summary_daily_task
 from members.config_files import PRICING
 from tests.billing.conftest import SnapshotFactory, outage_create, real_files
 from tests.billing.worked_example import PRICING_JSON, example_files, utc
@@ -258,6 +259,78 @@ def test_it_bills_the_config_in_force_when_synced_with_config_sync(
     assert len(april.statements) == 12
 
 
+# --- the SLA edge and month boundaries, from real outage rows --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "alpha", "beta"),
+    [
+        # Alpha: 259 s meets the SLA. beta: 260 s misses it.
+        ("below_threshold", ("0.00", "640.00"), ("0.09", "943.91")),
+        ("always", ("0.06", "639.94"), ("0.09", "943.91")),  # Alpha 512 → 0.05, 128 → 0.01
+        ("tiered", ("0.00", "640.00"), ("94.40", "849.60")),  # beta: 99.989969 % → the 99.9 tier, 10 %
+    ],
+)
+def test_it_bills_the_sla_edge_of_a_30_day_month_from_outage_rows(
+    policy: str,
+    alpha: tuple[str, str],
+    beta: tuple[str, str],
+    snapshot_applied: SnapshotFactory,
+    work_dir: Path,
+    settings: Any,
+) -> None:
+    """April 2025 has 30 days = 2,592,000 s; the SLA is met when downtime × 10,000 ≤ that.
+    A 259 s site outage of Alpha Nodes: 2,590,000 ≤ 2,592,000, met, uptime 99.990007 %.
+    A 260 s site outage of Beta Hosting: 2,600,000 > 2,592,000, missed, uptime 99.989969 %,
+    credit 944 × 260 / 2,592,000 = 0.0947 → 0.09 (below_threshold, always) or 10 % = 94.40
+    (tiered: 99.9 ≤ 99.989969 < 99.99). Under `always` Alpha's 259 s are credited too:
+    512 × 259 / 2,592,000 = 0.0512 → 0.05 and 128 × 259 / 2,592,000 = 0.0128 → 0.01."""
+    settings.SLA_CREDIT_POLICY = policy
+    snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
+    outage_create(member_name="Alpha Nodes", start_time=utc(2025, 4, 9, 8), end_time=utc(2025, 4, 9, 8, 4, 19))
+    outage_create(member_name="Beta Hosting", start_time=utc(2025, 4, 9, 8), end_time=utc(2025, 4, 9, 8, 4, 20))
+    statement_generate_month(month="2025-04", now=utc(2025, 5, 1, 0, 5))
+
+    statements = issued("2025-04")
+    lines = {(s.member_key, line.service_key): line for s in statements.values() for line in s.lines.all()}
+    assert {key: (line.downtime_seconds, line.meets_sla, str(line.uptime_percent)) for key, line in lines.items()} == {
+        ("Alpha", "Kusama"): (259, True, "99.990007"),
+        ("Alpha", "Polkadot"): (259, True, "99.990007"),
+        ("beta", "Polkadot"): (260, False, "99.989969"),
+    }
+    assert all(line.month_seconds == 2_592_000 for line in lines.values())
+    for key, (credit, billed) in (("Alpha", alpha), ("beta", beta)):
+        assert (str(statements[key].credit_total), str(statements[key].billed_total)) == (credit, billed)
+    assert (statements["Alpha"].meets_sla, statements["beta"].meets_sla) == (True, False)
+
+
+def test_it_splits_an_outage_across_the_month_boundary_from_one_row(
+    snapshot_applied: SnapshotFactory, work_dir: Path
+) -> None:
+    """One site outage row of Beta Hosting, Jan 31 22:00 → Feb 1 03:00 UTC. January counts
+    2 h = 7,200 s of it (of 2,678,400): credit 944 × 7,200 / 2,678,400 = 2.5376… → 2.54; February
+    3 h = 10,800 s (of 2,419,200): 944 × 10,800 / 2,419,200 = 4.2142… → 4.21. Each statement
+    lists the row once, with the part it counts."""
+    snapshot_applied(example_files(), applied_at=utc(2024, 12, 1))
+    row = outage_create(member_name="Beta Hosting", start_time=utc(2025, 1, 31, 22), end_time=utc(2025, 2, 1, 3))
+    statement_generate_month(month="2025-01", now=utc(2025, 3, 1))
+    statement_generate_month(month="2025-02", now=utc(2025, 3, 1))
+
+    january, february = issued("2025-01")["beta"], issued("2025-02")["beta"]
+    assert [
+        (s.downtime_seconds, s.month_seconds, str(s.credit_total), str(s.billed_total)) for s in (january, february)
+    ] == [
+        (7200, 2_678_400, "2.54", "941.46"),
+        (10800, 2_419_200, "4.21", "939.79"),
+    ]
+    assert [(o["id"], o["counted_start"], o["counted_end"], o["counted_seconds"]) for o in january.outages] == [
+        (row.id, "2025-01-31T22:00:00Z", "2025-02-01T00:00:00Z", 7200)
+    ]
+    assert [(o["id"], o["counted_start"], o["counted_end"], o["counted_seconds"]) for o in february.outages] == [
+        (row.id, "2025-02-01T00:00:00Z", "2025-02-01T03:00:00Z", 10800)
+    ]
+
+
 # --- idempotency and revisions ---------------------------------------------------------------------
 
 
@@ -364,10 +437,13 @@ def test_it_writes_nothing_on_a_dry_run(example_month: None) -> None:
     assert not Statement.objects.exists() and not BillingRun.objects.exists()
 
 
-def test_it_issues_one_member_by_key_or_name_and_leaves_the_overview(example_month: None) -> None:
+def test_it_issues_one_member_by_key_or_name(example_month: None) -> None:
+    """Only beta's statement. Alpha has none yet, so no overview: it would not be the sum of the
+    issued statements (tests/billing/test_generate_invoices.py has the re-issue)."""
     result = statement_generate_month(month="2025-03", now=APRIL_1, member="Beta Hosting")
     assert [o.member_key for o in result.statements] == ["beta"]
-    assert result.overview_action == "skipped" and not MonthlyOverview.objects.exists()
+    assert (result.overview_action, result.overview_stale_members) == ("stale", ("Alpha",))
+    assert not MonthlyOverview.objects.exists()
     with pytest.raises(UnknownMember, match="no member 'Gamma'"):
         statement_generate_month(month="2025-03", now=APRIL_1, member="Gamma")
 
@@ -413,6 +489,37 @@ def test_it_lets_one_holder_take_a_month_lock_and_takes_over_a_stale_one(setting
     assert billing_run_lock(month=month) not in ("", again)
     run = BillingRun.objects.get(month=month)
     assert run.generated_at is not None and run.runs == 1
+
+
+def test_it_holds_the_lock_while_it_reads_the_inputs(example_month: None) -> None:
+    """The stale-read race, made deterministic with the progress callback, which a run calls
+    once its inputs are read and before it computes (run A). At that moment a late outage for
+    Beta Hosting (Mar 20 10:00–11:00) is committed and run B starts. B must be refused: had it
+    run, it would issue beta revision 2 with the outage, and A, finishing with the rows it had
+    read, would write revision 3 without it, superseding the correct one. So A writes nothing,
+    and the next run issues revision 2: credit 944 × 3780 s / 2,678,400 = 1.3322… → 1.33."""
+    statement_generate_month(month="2025-03", now=APRIL_1)
+    beta_1 = issued()["beta"]
+    during_a: list[str] = []
+
+    def progress(done: int, total: int, label: str) -> None:
+        if label != "computing" or during_a:
+            return
+        outage_create(member_name="Beta Hosting", start_time=utc(2025, 3, 20, 10), end_time=utc(2025, 3, 20, 11))
+        try:
+            result = statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(hours=1))
+            during_a.append(",".join(o.action for o in result.statements))
+        except BillingLocked:
+            during_a.append("locked")
+
+    run_a = statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(hours=1), progress=progress)
+    assert during_a == ["locked"]
+    assert [o.action for o in run_a.statements] == ["unchanged", "unchanged"]
+    assert list(Statement.objects.filter(member_key="beta").values_list("revision", "status")) == [(1, "issued")]
+
+    statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(hours=2))
+    beta_2 = issued()["beta"]
+    assert (beta_2.revision, beta_2.supersedes_id, beta_2.credit_total) == (2, beta_1.pk, Decimal("1.33"))
 
 
 @pytest.mark.mysql_only
@@ -485,6 +592,30 @@ def test_it_writes_the_daily_cost_summary(
     assert polkadot["total"] == "19420.05"
 
 
+def test_it_runs_one_cost_summary_of_a_day_at_a_time(
+    snapshot_applied: SnapshotFactory, work_dir: Path, settings: Any
+) -> None:
+    """While the day's summary is being written (here: while its PDF renders), a second run of
+    the same day, the scheduled task or `generate_cost_summary`, is refused by the day's lock
+    before it reads anything; the task reports "locked". The first run completes, releases
+    the lock and counts one run; a later run of the day goes ahead."""
+    snapshot_applied(example_files(), applied_at=utc(2025, 1, 1))
+    settings.BILLING_PDF_RENDERER = "tests.billing.test_services.SecondRunRenderer"
+    SecondRunRenderer.during.clear()
+    with time_machine.travel(utc(2025, 6, 7, 0, 5), tick=False):
+        result = cost_summary_generate()
+    assert SecondRunRenderer.during == [
+        "refused: another run of the cost summary of 2025-06-07 is in progress",
+        "locked",
+    ]
+    assert Path(result.pdf_path).read_text() == "costs 1584.00"
+    run = CostSummaryRun.objects.get(day="2025-06-07")
+    assert (run.lock_token, run.runs, run.last_outcome) == ("", 1, "written")
+    settings.BILLING_PDF_RENDERER = "tests.billing.test_services.FileRenderer"
+    cost_summary_generate(now=utc(2025, 6, 7, 9))
+    assert CostSummaryRun.objects.get(day="2025-06-07").runs == 2
+
+
 # --- the renderer interface -----------------------------------------------------------------------
 
 
@@ -502,6 +633,25 @@ class FileRenderer:
     def render_cost_summary(self, *, summary: Any, path: Path) -> bool:
         path.write_text(f"costs {summary.total}")
         return True
+
+    def mark_superseded(self, *, record: Any, path: Path) -> bool:
+        return False
+
+
+class SecondRunRenderer(FileRenderer):
+    """Starts a second run of the day's cost summary from inside the first one's render."""
+
+    during: ClassVar[list[str]] = []
+
+    def render_cost_summary(self, *, summary: Any, path: Path) -> bool:
+        if not self.during:
+            try:
+                cost_summary_generate(now=utc(2025, 6, 7, 0, 6))
+                self.during.append("ran")
+            except BillingLocked as exc:
+                self.during.append(f"refused: {str(exc).split(' (')[0]}")
+            self.during.append(cost_summary_daily_task())
+        return super().render_cost_summary(summary=summary, path=path)
 
 
 class BrokenRenderer(FileRenderer):

@@ -70,6 +70,14 @@ class Command(BaseCommand):
         self.stdout.write(
             f"overview: {result.overview_action}" + (f" (revision {overview.revision})" if overview is not None else "")
         )
+        if result.overview_stale_members:
+            self.stdout.write(
+                self.style.WARNING(
+                    "warning: the overview was not re-issued, so its totals no longer match the statements: "
+                    f"the statements of {', '.join(result.overview_stale_members)} are out of date too; "
+                    f"run generate_invoices --month {result.month} without --member"
+                )
+            )
         for problem in result.problems:
             self.stdout.write(self.style.WARNING(f"problem: {problem}"))
         for failure in result.pdf_failures:
