@@ -124,7 +124,14 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": WORK_DIR / "collator.sqlite3",
-            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"},
+            # The demo runs several processes on one file. WAL lets readers go on while one
+            # writes; IMMEDIATE transactions take the write lock when they begin, so a
+            # transaction that read first never fails at once ("database is locked") when
+            # it then writes after another process did; the timeout is how long to wait.
+            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
+            # Tests use a file too, as the demo does (an in-memory database shares its cache
+            # between threads, with table locks that no timeout waits for).
+            "TEST": {"NAME": str(WORK_DIR / "test-collator.sqlite3")},
         }
     }
 

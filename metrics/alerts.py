@@ -687,11 +687,14 @@ class AlertSender:
                 matrix_event_id=matrix_id
             )
 
+        # Kept as unstored until the write is done: a write that fails, or is cancelled by a
+        # stop half-way, is done again (by the sweep once the DB is back, or by stop()), so
+        # that a sent message always gets its id on the row and is never announced twice.
+        for row_id in row_ids:
+            self._unstored[row_id] = matrix_id
         try:
             await self._blocking(write)
         except DatabaseError as exc:
-            for row_id in row_ids:
-                self._unstored[row_id] = matrix_id  # the sweep writes it once the DB is back
             logger.error(
                 "event=matrix_event_id_store_failed member_events=%s matrix_event=%s error=%r",
                 ",".join(map(str, row_ids)),

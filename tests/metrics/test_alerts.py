@@ -535,10 +535,19 @@ def test_it_counts_a_failed_round_and_sends_the_alert_on_the_next_one(homeserver
     row = outage()
     failed_before = failed_value("offline", "MatrixUnavailableError")
 
+    def announced() -> bool:
+        return MemberEvent.objects.filter(pk=row.pk, matrix_event_id__isnull=False).exists()
+
     async def scenario() -> None:
         await start(homeserver)
         alert_outage_opened(event=row)
         await until(lambda: len(homeserver.sent()) == 1)
+        # Stopped once the message is sent and its id stored (a stop half-way through a
+        # send is test_it_stores_the_event_id_of_a_send_a_stop_cut_short).
+        deadline = time.monotonic() + 10
+        while not await in_thread(announced):
+            assert time.monotonic() < deadline, "the Matrix event id was never stored"
+            await asyncio.sleep(0.01)
         await alerts_stop()
 
     asyncio.run(scenario())
@@ -548,6 +557,46 @@ def test_it_counts_a_failed_round_and_sends_the_alert_on_the_next_one(homeserver
     assert len({r.txn_id for r in requests}) == 1
     assert failed_value("offline", "MatrixUnavailableError") - failed_before == 1
     assert MemberEvent.objects.get(pk=row.pk).matrix_event_id == next(iter(homeserver.state.events))
+
+
+def test_it_stores_the_event_id_of_a_send_a_stop_cut_short(homeserver: FakeMatrixServer) -> None:
+    """The listener stops while its OFFLINE is on the wire (or its id on its way to the row):
+    the message is in the room once, and its id is on the row, so the next start's sweep
+    does not announce the outage again. A send that is tried again reuses its txn id."""
+    row = outage()
+
+    async def scenario() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=row)
+        await until(lambda: len(homeserver.requests(SEND)) >= 1)
+        await alerts_stop()
+
+    asyncio.run(scenario())
+
+    requests = homeserver.requests(SEND)
+    assert len({r.txn_id for r in requests}) == 1
+    assert len(homeserver.state.events) == 1
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id == next(iter(homeserver.state.events))
+
+
+def test_it_writes_an_event_id_whose_write_a_stop_cancelled_before_it_ran(homeserver: FakeMatrixServer) -> None:
+    """The id's write waits behind other DB work of the sender when the stop cancels it: the
+    write is still done before the sender stops. (White-box: the sender's one DB thread is
+    held busy, so that the write is cancelled before it starts, which a stop can do.)"""
+    row = outage()
+
+    async def scenario() -> None:
+        sender = await start(homeserver)
+        gate = threading.Event()
+        sender._executor.submit(gate.wait)
+        write = asyncio.create_task(sender._store_matrix_id([row.pk], "$sent:fake.local"))
+        await asyncio.sleep(0.05)
+        write.cancel()
+        gate.set()
+        await alerts_stop()
+
+    asyncio.run(scenario())
+    assert MemberEvent.objects.get(pk=row.pk).matrix_event_id == "$sent:fake.local"
 
 
 # --- a homeserver outage longer than the client's retries ----------------------------------------

@@ -488,3 +488,36 @@ def test_it_warns_when_its_node_id_looks_like_another_role(
         "event=node_id_warning node_id=Collator-DNS-Monitor-1 contains=monitor reason=peers_guess_roles_from_node_ids",
         "event=node_id_warning node_id=Collator-DNS-Monitor-1 contains=dns reason=peers_guess_roles_from_node_ids",
     ]
+
+
+class _RunningClock:
+    """Our clock, started at `start` and running at the real pace."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start, self.started = start, time.monotonic()
+
+    def __call__(self) -> datetime:
+        from datetime import timedelta
+
+        return self.start + timedelta(seconds=time.monotonic() - self.started)
+
+
+def test_it_collects_usage_on_the_hour_for_today_and_yesterday(nats_server: NatsServer) -> None:
+    """The listener starts at 00:59:59.2 on 15 March: nothing is asked at start-up, and at
+    01:00:00 one round asks for 15 March and 14 March, each its own request."""
+    clock = _RunningClock(at("2025-03-15 00:59:59.2"))
+    node = ScriptedDnsNode("DNS-01", lambda day: usage_reply("DNS-01", [record(7, date=f"{day}T00:00:00Z")]))
+
+    async def body(listener: NatsListener) -> tuple[list[str], list[tuple[date, ...]]]:
+        await node.start(nats_server.url)
+        await wait_until(lambda: listener.active_count("IBPDns") == 1)
+        assert node.requests == []  # not at start-up
+        await wait_until(lambda: len(listener.last_rounds) == 1, timeout=5)
+        await asyncio.sleep(0.5)  # and only once for this hour
+        await node.nc.drain()
+        return sorted(node.requests), [r.days for r in listener.last_rounds]
+
+    requests, rounds = asyncio.run(with_listener(nats_server.url, body, clock=clock, collect_usage_hourly=True))
+    assert requests == ["2025-03-14", "2025-03-15"]
+    assert rounds == [(date(2025, 3, 15), date(2025, 3, 14))]
+    assert sorted(RequestStat.objects.values_list("date", "hits")) == [(date(2025, 3, 14), 7), (date(2025, 3, 15), 7)]
