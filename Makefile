@@ -62,6 +62,7 @@ format: dev
 test: lint test-mysql test-sqlite
 
 test-mysql: dev
+	@COLLATOR_CONFIG=$(TEST_MYSQL_CONFIG) $(PY) scripts/check_database.py
 	COLLATOR_CONFIG=$(TEST_MYSQL_CONFIG) $(BIN)/pytest -p no:cacheprovider --create-db $(PYTEST_ARGS)
 
 test-sqlite: dev

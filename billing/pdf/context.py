@@ -122,9 +122,10 @@ def _outage_row(outage: dict[str, Any]) -> dict[str, Any]:
         "kind": kind,
         "target": text_html(target),
         "check": text_html(detail),
-        "start": fmt.timestamp(outage.get("counted_start")),
-        "end": fmt.timestamp(outage.get("counted_end")) + (" (ongoing)" if outage.get("status") == "ongoing" else ""),
-        "duration": fmt.duration(int(outage.get("counted_seconds") or 0)),
+        "start": fmt.timestamp(outage.get("counted_start"), seconds=True),
+        "end": fmt.timestamp(outage.get("counted_end"), seconds=True)
+        + (" (ongoing)" if outage.get("status") == "ongoing" else ""),
+        "duration": fmt.duration_exact(int(outage.get("counted_seconds") or 0)),
     }
 
 
@@ -150,7 +151,7 @@ def _line_row(line: StatementLine, outages: dict[int, dict[str, Any]]) -> dict[s
 
 def _member_info(statement: Statement, member: MemberConfig | None, usage: dict[str, Any]) -> list[tuple[str, Any]]:
     requests = int(usage.get("members", {}).get(statement.member_key, 0))
-    whole = int(usage.get("member_requests_total", 0))
+    whole = int(usage.get("total_requests", 0))
     rows: list[tuple[str, Any]] = [("Member", text_html(statement.member_key))]
     if statement.member_name and statement.member_name != statement.member_key:
         rows.append(("Name", text_html(statement.member_name)))
@@ -244,7 +245,7 @@ def statement_context(
             "uptime": fmt.uptime(statement.uptime_percent),
             "meets_sla": statement.meets_sla,
             "services_missing_sla": statement.services_missing_sla,
-            "downtime": fmt.duration(statement.downtime_seconds),
+            "downtime": fmt.unbroken(fmt.duration(statement.downtime_seconds)),
             "outages": len(outages),
         },
         "resources": resources,
@@ -343,15 +344,17 @@ def overview_context(
         ("billed", "billed", overview.billed_total),
     ):
         _check_sum(f"overview {overview.month_label} {what}", total, [Decimal(m[field]) for m in member_rows])
-    member_total = int(usage.get("member_requests_total", 0))
+    total_requests = int(usage.get("total_requests", 0))
     rows = []
     services_with_downtime = 0
+    attributed = 0
     for member in member_rows:
         statement = by_key.get(member["key"])
         lines = list(statement.lines.all()) if statement is not None else []
         down = sum(1 for line in lines if line.downtime_seconds > 0)
         services_with_downtime += down
         requests = int(usage.get("members", {}).get(member["key"], 0))
+        attributed += requests
         billed = member["status"] == "billed"
         rows.append(
             {
@@ -359,7 +362,7 @@ def overview_context(
                 "number": member.get("statement_number") or "",
                 "level": member.get("level", ""),
                 "requests": fmt.count(requests),
-                "share": fmt.share(requests, member_total),
+                "share": fmt.share(requests, total_requests),
                 "services": member.get("services", 0),
                 "down": down,
                 "downtime": fmt.duration(statement.downtime_seconds) if statement is not None else "–",
@@ -371,7 +374,28 @@ def overview_context(
                 "meets_sla": bool(member.get("meets_sla")),
             }
         )
-    total_requests = int(usage.get("total_requests", 0))
+    # Answers that pointed to no member ("(none)") or to a name not in the config: a row of
+    # their own, so that the requests column adds up to the month's total.
+    unattributed = max(total_requests - attributed, 0)
+    if unattributed:
+        rows.append(
+            {
+                "name": "No member",
+                "number": "answers that pointed to no member",
+                "level": "",
+                "requests": fmt.count(unattributed),
+                "share": fmt.share(unattributed, total_requests),
+                "services": "",
+                "down": "",
+                "downtime": "",
+                "uptime": "–",
+                "base": "–",
+                "credit": "–",
+                "billed": "–",
+                "status": "",
+                "meets_sla": True,
+            }
+        )
     month_title = fmt.month_title(overview.month)
     return {
         "doc": _document(
@@ -402,7 +426,7 @@ def overview_context(
         "calendar": _calendar(overview.month, overview.month_seconds, list(by_key.values())),
         "members": rows,
         "totals": {
-            "requests": fmt.count(member_total),
+            "requests": fmt.count(attributed + unattributed),
             "services": sum(int(m.get("services") or 0) for m in member_rows),
             "base": fmt.money(overview.base_total),
             "credit": fmt.money_credit(overview.credit_total),

@@ -97,13 +97,26 @@ def period(month: date, month_seconds: int) -> str:
     return f"{month.day} {month:%B %Y} – {date.fromordinal(last_day):%-d %B %Y} (UTC)"
 
 
-def timestamp(moment: datetime | str | None) -> str:
-    """`2025-03-07 14:03 UTC`."""
+def timestamp(moment: datetime | str | None, *, seconds: bool = False) -> str:
+    """`2025-03-07 14:03 UTC`, or `2025-03-07 14:03:27 UTC` with `seconds`."""
     if moment is None or moment == "":
         return "–"
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M{':%S' if seconds else ''}} UTC"
+
+
+def duration_exact(seconds: int) -> str:
+    """`duration` with the seconds too (`18m 12s`, `1h 0m 5s`; `10m` when there are none):
+    an outage's start and end are printed to the second, and so is its length."""
+    seconds = max(int(seconds), 0)
+    text = duration(seconds)
+    return f"{text} {seconds % 60}s" if seconds >= 60 and seconds % 60 else text
+
+
+def unbroken(text: str) -> str:
+    """`text` with its spaces made non-breaking: a figure like `5h 7m` never wraps inside."""
+    return text.replace(" ", "\u00a0")
 
 
 def month_year(moment: datetime | None) -> str:

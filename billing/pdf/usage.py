@@ -132,7 +132,6 @@ def month_usage_compute(*, month: date, config: NetworkConfig | None, now: datet
         "month": f"{month:%Y-%m}",
         "taken_at": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "total_requests": total,
-        "member_requests_total": sum(hits for name, hits in members.items() if name),
         "members": member_hits,
         "top_countries": [
             {"code": code, "name": name, "requests": hits, "before": before("countries", code)}

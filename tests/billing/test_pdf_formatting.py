@@ -52,3 +52,13 @@ def test_it_sets_cjk_runs_in_the_fallback_font_and_escapes_text() -> None:
     assert font_runs("Zürich Nodes 東京 Łódź") == [("Zürich Nodes ", False), ("東京", True), (" Łódź", False)]
     html = str(text_html("<b>東京</b> & Москва"))
     assert html == f'&lt;b&gt;<span style="font-family: {FALLBACK}">東京</span>&lt;/b&gt; &amp; Москва'
+
+
+def test_it_prints_an_outage_to_the_second() -> None:
+    """An outage 14:01:07 → 14:19:19 lasts 1,092 s = 18m 12s; 600 s is `10m`, 3,605 s is
+    `1h 0m 5s`; the statement's total downtime never wraps inside (`5h 7m` with a no-break
+    space)."""
+    assert fmt.timestamp("2026-11-24T14:01:07Z", seconds=True) == "2026-11-24 14:01:07 UTC"
+    assert fmt.timestamp("2026-11-24T14:01:07Z") == "2026-11-24 14:01 UTC"
+    assert [fmt.duration_exact(s) for s in (1092, 600, 3605, 59, 0)] == ["18m 12s", "10m", "1h 0m 5s", "59s", "0m"]
+    assert fmt.unbroken(fmt.duration(18_420)) == "5h\u00a07m"

@@ -119,6 +119,32 @@ def test_it_lists_the_top_countries_with_their_change_against_earlier_months(
     assert "Stake Plus" in text and "1,500" in text
 
 
+def test_it_adds_up_the_requests_column_with_a_row_for_answers_that_pointed_to_no_member(
+    snapshot_applied: SnapshotFactory,  # noqa: F811
+    pdf_settings: Path,  # noqa: F811
+    ibp_config_dir: Path,
+) -> None:
+    """March: Stake Plus 1,200, Amforc 300, `(none)` 400 (the DNS answer pointed to no member)
+    and `Nobody Known` 100 (not in the config) = 2,000. The member rows print 1,200 (60.00%)
+    and 300 (15.00%), the "No member" row 400 + 100 = 500 (25.00%), and TOTALS 2,000, which
+    is also the DNS requests card: the column adds up, and shares are of the month's total."""
+    snapshot_applied(real_files(ibp_config_dir), applied_at=utc(2025, 1, 1))
+    for member, hits in (("Stake Plus", 1200), ("Amforc", 300), ("(none)", 400), ("Nobody Known", 100)):
+        RequestStat.objects.create(
+            date=date(2025, 3, 5), node_id="n1", domain_name="polkadot.dotters.network", member_name=member,
+            country_code="DE", country_name="Germany", hits=hits,
+        )  # fmt: skip
+    usage_rollups_refresh(dates=[date(2025, 3, 5)])
+    statement_generate_month(month="2025-03", now=APRIL_1)
+
+    flat = " ".join(pdf_text(MonthlyOverview.objects.get(month="2025-03-01").pdf_path).split())
+    assert re.search(r"Stake Plus IBP-202503-\d{4} \d+ 1,200 60\.00%", flat)
+    assert re.search(r"Amforc IBP-202503-\d{4} \d+ 300 15\.00%", flat)
+    assert "No member answers that pointed to no member 500 25.00%" in flat
+    assert "TOTALS 2,000 " in flat
+    assert "DNS requests 2,000 " in flat
+
+
 def test_it_renders_the_daily_cost_summary_with_totals_of_its_rows(
     snapshot_applied: SnapshotFactory,  # noqa: F811
     pdf_settings: Path,  # noqa: F811

@@ -289,7 +289,8 @@ def test_it_shows_member_requests_and_share_from_the_usage_rollups(
     pdf_settings: Path,  # noqa: F811
 ) -> None:
     """March: Alpha Nodes 3,000 hits, Beta Hosting 1,000, and 500 with no member. Alpha's share
-    of the member-attributed requests = 3000 / 4000 = 75.00%. The figures are frozen in
+    of the network's 4,500 requests = 3000 / 4500 = 66.666…%, floored to 66.66% (as in the
+    overview, whose requests column adds up to the month's total). The figures are frozen in
     2025_03-Usage.json, so a later re-render prints the same even if the rows change."""
     snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
     day = utc(2025, 3, 10).date()
@@ -300,6 +301,6 @@ def test_it_shows_member_requests_and_share_from_the_usage_rollups(
     statement_generate_month(month="2025-03", now=APRIL_1)
 
     text = pdf_text(issued("Alpha").pdf_path)
-    assert "3,000 (75.00% of the network)" in text
+    assert "3,000 (66.66% of the network)" in text
     frozen = json.loads((pdf_settings / "tmp" / "2025-03" / "2025_03-Usage.json").read_text())
     assert frozen["members"]["Alpha"] == 3000 and frozen["total_requests"] == 4500
