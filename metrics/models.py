@@ -109,6 +109,8 @@ class RequestStat(models.Model):
 
     class Meta:
         db_table = "requests"
+        verbose_name = "usage row"
+        verbose_name_plural = "usage rows"
         constraints = [
             models.UniqueConstraint(
                 fields=[
@@ -192,6 +194,8 @@ class FinalizeApplied(models.Model):
 
     class Meta:
         db_table = "metrics_finalize_applied"
+        verbose_name = "applied finalize decision"
+        verbose_name_plural = "applied finalize decisions"
         constraints = [
             models.UniqueConstraint(fields=["proposal_id", "proposed_status"], name="uniq_finalize_applied"),
         ]
@@ -210,6 +214,8 @@ class PendingRecovery(_EventIdentityFields):
 
     class Meta:
         db_table = "metrics_pending_recovery"
+        verbose_name = "pending recovery"
+        verbose_name_plural = "pending recoveries"
         indexes = [
             models.Index(
                 fields=["member_name", "check_type", "check_name", "domain_name", "endpoint", "is_ipv6"],

@@ -48,6 +48,8 @@ class RequestDaily(models.Model):
 
     class Meta:
         db_table = "requests_daily"
+        verbose_name = "daily usage row"
+        verbose_name_plural = "daily usage rows"
         # Few indexes on purpose: every index costs on each day's delete-and-rebuild
         # (measured in bench/bench_api.py). Member stats need the member one.
         indexes = [
@@ -67,6 +69,8 @@ class RequestDailyCountry(models.Model):
 
     class Meta:
         db_table = "requests_daily_country"
+        verbose_name = "daily usage by country"
+        verbose_name_plural = "daily usage by country"
         constraints = [
             models.UniqueConstraint(fields=["date", "country_code", "country_name"], name="uniq_requests_daily_country")
         ]
@@ -83,6 +87,8 @@ class RequestDailyAsn(models.Model):
 
     class Meta:
         db_table = "requests_daily_asn"
+        verbose_name = "daily usage by ASN"
+        verbose_name_plural = "daily usage by ASN"
         constraints = [
             models.UniqueConstraint(fields=["date", "network_asn", "network_name"], name="uniq_requests_daily_asn")
         ]
@@ -98,6 +104,8 @@ class RequestDailyDomain(models.Model):
 
     class Meta:
         db_table = "requests_daily_domain"
+        verbose_name = "daily usage by domain"
+        verbose_name_plural = "daily usage by domain"
         constraints = [models.UniqueConstraint(fields=["date", "domain_name"], name="uniq_requests_daily_domain")]
 
     def __str__(self) -> str:
@@ -111,6 +119,8 @@ class RequestDailyMember(models.Model):
 
     class Meta:
         db_table = "requests_daily_member"
+        verbose_name = "daily usage by member"
+        verbose_name_plural = "daily usage by member"
         constraints = [models.UniqueConstraint(fields=["date", "member_name"], name="uniq_requests_daily_member")]
 
     def __str__(self) -> str:

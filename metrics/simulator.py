@@ -573,18 +573,23 @@ class SimulatedNetwork:
         deadline = None if duration is None else loop.time() + duration
         pending: set[asyncio.Task[None]] = set()
         rate = self.options.outages_per_hour / 3600.0
-        while deadline is None or loop.time() < deadline:
-            wait = self.rng.expovariate(rate) if rate > 0 else 3600.0
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - loop.time()))
-            await asyncio.sleep(wait)
-            if deadline is not None and loop.time() >= deadline:
-                break
-            outage = self.plan_outage(self.clock())
-            pending.add(asyncio.create_task(self._live_outage(outage)))
-            pending = {t for t in pending if not t.done()}
-        for task in pending:
-            task.cancel()
+        try:
+            while deadline is None or loop.time() < deadline:
+                wait = self.rng.expovariate(rate) if rate > 0 else 3600.0
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - loop.time()))
+                await asyncio.sleep(wait)
+                if deadline is not None and loop.time() >= deadline:
+                    break
+                outage = self.plan_outage(self.clock())
+                pending.add(asyncio.create_task(self._live_outage(outage)))
+                pending = {t for t in pending if not t.done()}
+        finally:
+            # Stopping the simulated network ends its outages: each open one recovers now,
+            # so that a stopped demo leaves none open for ever.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _live_outage(self, outage: PublishedOutage) -> None:
         if outage.crossed:
@@ -592,10 +597,13 @@ class SimulatedNetwork:
             await self.publish_outage(outage)
             return
         await self._decide(outage, online=False)
-        await asyncio.sleep((outage.end - outage.start).total_seconds())
-        outage.end = self.clock()
-        await self._decide(outage, online=True)
-        self.published.append(outage)
+        try:
+            await asyncio.sleep((outage.end - outage.start).total_seconds())
+        finally:
+            outage.end = self.clock()
+            with contextlib.suppress(Exception):  # the connection may be gone at shutdown
+                await self._decide(outage, online=True)
+            self.published.append(outage)
 
 
 def outage_summary(outages: Sequence[PublishedOutage]) -> dict[str, int]:

@@ -14,6 +14,8 @@ Running it again reuses what exists: the database, the admin login, the statemen
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -25,6 +27,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -55,6 +58,9 @@ def demo_env() -> dict[str, str]:
             "COLLATOR_LOG_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "Warn"),
             "COLLATOR_API_LISTEN_PORT": str(API_PORT),
             "GUNICORN_WORKERS": "2",
+            # Finalizes go through JetStream (the demo's nats-server keeps its store in the
+            # work dir): the recoveries the simulator publishes as it stops reach the next run.
+            "NATS_DURABLE_FINALIZE": "1",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         }
@@ -119,6 +125,8 @@ def prepare() -> dict[str, str]:
             raise SystemExit(f"demo: port {port} is taken; choose another with {name}=<port>")
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     log(f"work dir {WORK_DIR}")
+    if os.environ.get("COLLATOR_CONFIG"):
+        log(f"COLLATOR_CONFIG={os.environ['COLLATOR_CONFIG']} is ignored: the demo runs on the embedded defaults")
     manage("migrate", "--noinput", "-v", "0")
     manage("sync_config")
     manage("sync_schedule")
@@ -155,7 +163,7 @@ def procfile() -> Path:
         ),
         "worker": (
             f"sh -c '{python} scripts/demo.py wait-ready && "
-            f"exec {VENV_BIN}/celery -A collator worker -B --loglevel=WARNING --concurrency=1'"
+            f"exec {VENV_BIN}/celery -A collator worker -B --pool=threads --concurrency=1 --loglevel=WARNING'"
         ),
         "web": f"{VENV_BIN}/gunicorn -c collator/gunicorn_conf.py collator.wsgi:application",
         "bootstrap": f"{python} scripts/demo.py bootstrap",
@@ -165,15 +173,100 @@ def procfile() -> Path:
     return path
 
 
-def start_supervisor() -> subprocess.Popen[bytes]:
-    env = demo_env()
-    env["DEMO_RUN_STARTED"] = str(time.time())
-    return subprocess.Popen(
-        [str(VENV_BIN / "honcho"), "-f", str(procfile()), "-d", str(REPO), "start"],
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-    )
+class Supervisor:
+    """honcho, in a session of its own, running the Procfile; stopped as a whole.
+
+    A signal handler only sends SIGTERM to honcho's process group and returns: the main
+    thread may be inside `Popen.wait()`, whose lock is not re-entrant, so a handler that
+    waited too would hang for ever (that was Ctrl-C, before). `wait` reaps, and escalates to
+    SIGKILL when the stack has not stopped `grace` seconds after the stop.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], *, grace: float = 30.0) -> None:
+        self.process = process
+        self.grace = grace
+        self.signalled: int | None = None
+        self._stop_sent: float | None = None
+
+    @classmethod
+    def start(cls) -> Supervisor:
+        env = demo_env()
+        env["DEMO_RUN_STARTED"] = str(time.time())
+        process = subprocess.Popen(
+            [str(VENV_BIN / "honcho"), "-f", str(procfile()), "-d", str(REPO), "start"],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
+        return cls(process)
+
+    def stop_on_signals(self) -> None:
+        """Ctrl-C, a closed terminal or a `kill` all stop the whole stack, never just this script."""
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.signalled is None:
+            self.signalled = signum
+            log("stopping everything (Ctrl-C again is not needed)")
+        self.stop()
+
+    def stop(self) -> None:
+        """Ask the whole stack to stop; never waits."""
+        if self._stop_sent is None:
+            self._stop_sent = time.monotonic()
+            self._signal_group(signal.SIGTERM)
+
+    def wait(self) -> int:
+        """honcho's exit code, once it and its processes are gone."""
+        while True:
+            try:
+                return self.process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if self._stop_sent is not None and time.monotonic() - self._stop_sent > self.grace:
+                    self._signal_group(signal.SIGKILL)
+
+    def stop_and_wait(self) -> int:
+        self.stop()
+        return self.wait()
+
+    def exit_code(self, code: int) -> int:
+        """What this script exits with: 128 + the signal that stopped it, or honcho's code."""
+        return 128 + self.signalled if self.signalled is not None else code
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
+
+
+class WorkDirLock:
+    """One demo per work dir: two stacks on one SQLite file and one summary would mix."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "demo.lock"
+        self._file: Any = None
+
+    def __enter__(self) -> WorkDirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise SystemExit(
+                f"demo: a demo is already running in {self.path.parent} ({holder}); stop it first, "
+                "or give this one a folder and ports of its own: DEMO_WORK_DIR=… DEMO_API_PORT=… DEMO_NATS_PORT=…"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}\n")
+        self._file.flush()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._file.close()  # closing releases the lock
 
 
 def wait_for_http(url: str, *, seconds: float) -> bool:
@@ -194,36 +287,15 @@ def get_json(path: str) -> object:
         return json.loads(response.read())
 
 
-def stop_on_signals(supervisor: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C, a closed terminal or a `kill` all stop the whole stack, never just this script."""
-
-    def handler(signum: int, _frame: object) -> None:
-        stop(supervisor)
-        raise SystemExit(128 + signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, handler)
-
-
 def command_run(_: argparse.Namespace) -> int:
-    login = prepare()
-    SUMMARY_FILE.unlink(missing_ok=True)
-    BILLED_FILE.unlink(missing_ok=True)
-    supervisor = start_supervisor()
-    stop_on_signals(supervisor)
-    log(f"admin: http://127.0.0.1:{API_PORT}/admin/  user {login['username']}  password {login['password']}")
-    return supervisor.wait()
-
-
-def stop(supervisor: subprocess.Popen[bytes]) -> int:
-    if supervisor.poll() is None:
-        os.killpg(supervisor.pid, signal.SIGTERM)
-        try:
-            supervisor.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(supervisor.pid, signal.SIGKILL)
-            supervisor.wait()
-    return 0
+    with WorkDirLock(WORK_DIR):
+        login = prepare()
+        SUMMARY_FILE.unlink(missing_ok=True)
+        BILLED_FILE.unlink(missing_ok=True)
+        supervisor = Supervisor.start()
+        supervisor.stop_on_signals()
+        log(f"admin: http://127.0.0.1:{API_PORT}/admin/  user {login['username']}  password {login['password']}")
+        return supervisor.exit_code(supervisor.wait())
 
 
 # --- steps run inside the supervisor ------------------------------------------------------
@@ -342,7 +414,7 @@ def command_bootstrap(_: argparse.Namespace) -> int:
 
 
 def demo_summary(month: str) -> dict[str, object]:
-    from datetime import date
+    from datetime import UTC, date, datetime, timedelta
 
     from django.db.models import Sum
 
@@ -351,9 +423,13 @@ def demo_summary(month: str) -> dict[str, object]:
     from metrics.models import MemberEvent, RequestStat
 
     first_day = date.fromisoformat(f"{month}-01")
+    last_day = (first_day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
     overview = overview_current(month=first_day)
     statements = statements_current(month=first_day)
     login = json.loads(ADMIN_FILE.read_text())
+    month_start = datetime(first_day.year, first_day.month, 1, tzinfo=UTC)
+    month_end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    in_month = MemberEvent.objects.filter(start_time__gte=month_start, start_time__lt=month_end)
     return {
         "month": month,
         "members": Member.objects.count(),
@@ -362,9 +438,11 @@ def demo_summary(month: str) -> dict[str, object]:
         "usage_rows": RequestStat.objects.count(),
         "usage_nodes": sorted(RequestStat.objects.values_list("node_id", flat=True).distinct()),
         "hits": int(RequestStat.objects.aggregate(total=Sum("hits"))["total"] or 0),
-        "outages": MemberEvent.objects.count(),
-        "outages_open": MemberEvent.objects.filter(end_time__isnull=True).count(),
-        "outages_closed": MemberEvent.objects.filter(end_time__isnull=False).count(),
+        # The billed month's outages (started in it); the live ones since are in the admin.
+        "outages": in_month.count(),
+        "outages_open": in_month.filter(end_time__isnull=True).count(),
+        "outages_closed": in_month.filter(end_time__isnull=False).count(),
+        "outages_all": MemberEvent.objects.count(),
         "statements": [
             {"member": s.member_name, "number": s.number, "pdf": s.pdf_path, "billed": str(s.billed_total)}
             for s in statements
@@ -373,7 +451,7 @@ def demo_summary(month: str) -> dict[str, object]:
         "credits": str(overview.credit_total) if overview else "0",
         "billed": str(overview.billed_total) if overview else "0",
         "pdf_folder": str(WORK_DIR / "tmp" / month),
-        "api": f"http://127.0.0.1:{API_PORT}/api/requests/summary",
+        "api": f"http://127.0.0.1:{API_PORT}/api/requests/summary?start={first_day}&end={last_day}",
         "admin": f"http://127.0.0.1:{API_PORT}/admin/",
         "admin_login": login,
     }
@@ -390,7 +468,8 @@ def print_summary(summary: dict[str, object]) -> None:
         f" members        {summary['members']} ({summary['active_members']} active)   services {summary['services']}",
         f" usage rows     {summary['usage_rows']:,} from nodes {', '.join(summary['usage_nodes'])}"  # type: ignore[arg-type]
         f" ({summary['hits']:,} hits)",
-        f" outages        {summary['outages']} ({summary['outages_closed']} resolved, {summary['outages_open']} open)",
+        f" outages        {summary['outages']} in {summary['month']} ({summary['outages_closed']} resolved,"
+        f" {summary['outages_open']} open); {summary['outages_all']} recorded in all",
         f" network base   ${float(summary['base']):,.2f}   credits ${float(summary['credits']):,.2f}"  # type: ignore[arg-type]
         f"   billed ${float(summary['billed']):,.2f}",  # type: ignore[arg-type]
         f" statements     {len(summary['statements'])} PDFs in {summary['pdf_folder']}",  # type: ignore[arg-type]
@@ -406,25 +485,28 @@ def command_check(arguments: argparse.Namespace) -> int:
     """`make demo-check`: the same pipeline, headless and bounded, then assertions.
 
     It runs in a work dir of its own, emptied first, so that it checks this run only."""
-    prepare()
-    SUMMARY_FILE.unlink(missing_ok=True)
-    BILLED_FILE.unlink(missing_ok=True)
-    supervisor = start_supervisor()
-    stop_on_signals(supervisor)
-    failures: list[str] = []
-    try:
-        deadline = time.monotonic() + arguments.seconds
-        while not SUMMARY_FILE.exists():
-            if supervisor.poll() is not None:
-                raise SystemExit("demo-check: a process of the demo stopped early (see the log above)")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"demo-check: no summary after {arguments.seconds} s")
-            time.sleep(2)
-        if not wait_for_http(f"http://127.0.0.1:{API_PORT}/api/health", seconds=60):
-            failures.append("the API server did not answer")
-        failures.extend(demo_assertions(json.loads(SUMMARY_FILE.read_text())))
-    finally:
-        stop(supervisor)
+    with WorkDirLock(WORK_DIR):
+        prepare()
+        SUMMARY_FILE.unlink(missing_ok=True)
+        BILLED_FILE.unlink(missing_ok=True)
+        supervisor = Supervisor.start()
+        supervisor.stop_on_signals()
+        failures: list[str] = []
+        try:
+            deadline = time.monotonic() + arguments.seconds
+            while not SUMMARY_FILE.exists():
+                if supervisor.signalled is not None:
+                    raise SystemExit(supervisor.exit_code(0))
+                if supervisor.process.poll() is not None:
+                    raise SystemExit("demo-check: a process of the demo stopped early (see the log above)")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"demo-check: no summary after {arguments.seconds} s")
+                time.sleep(2)
+            if not wait_for_http(f"http://127.0.0.1:{API_PORT}/api/health", seconds=60):
+                failures.append("the API server did not answer")
+            failures.extend(demo_assertions(json.loads(SUMMARY_FILE.read_text())))
+        finally:
+            supervisor.stop_and_wait()
     for failure in failures:
         print(f"demo-check: FAILED: {failure}", flush=True)
     checks = len(DEMO_CHECKS)

@@ -117,3 +117,36 @@ def test_it_backfills_a_month_of_outages_with_duplicates_and_crossed_messages(na
     )
     assert stored == expected
     assert MemberEvent.objects.filter(end_time__isnull=True).count() == 0
+
+
+def test_it_ends_its_open_outages_when_it_stops(nats_server: NatsServer) -> None:
+    """Live outages that would last an hour are still open when the simulator is stopped:
+    each recovers then (an online finalize), so the listener holds no open row afterwards,
+    and every outage it opened is closed."""
+    options = SimulatorOptions(
+        nats_url=nats_server.url,
+        dns_nodes=0,
+        monitors=3,
+        seed=5,
+        outages_per_hour=7200.0,  # one every half second on average
+        outage_minutes=(60.0, 60.0),
+        duplicate_share=0.0,
+        out_of_order_share=0.0,
+    )
+    network = SimulatedNetwork(options, SHAPE)
+
+    async def body(listener: NatsListener) -> tuple[int, int]:
+        await network.start()
+        live = asyncio.create_task(network.run_outages(duration=None))
+        await wait_until(lambda: listener.counters.finalize.get("opened", 0) >= 2, timeout=20)
+        live.cancel()
+        await asyncio.gather(live, return_exceptions=True)
+        opened = listener.counters.finalize.get("opened", 0)
+        await wait_until(lambda: listener.counters.finalize.get("closed", 0) == opened, timeout=20)
+        await network.stop()
+        return opened, listener.counters.finalize.get("closed", 0)
+
+    opened, closed = asyncio.run(with_listener(nats_server.url, body))
+    assert opened == closed >= 2
+    assert MemberEvent.objects.filter(end_time__isnull=True).count() == 0
+    assert MemberEvent.objects.count() == opened
