@@ -44,7 +44,11 @@ A homeserver outage loses nothing (§11.7 asks for a queue; REF drops the alert)
   lost is de-duplicated by the homeserver and never posted twice;
 - every MATRIX_ALERT_SWEEP_SECONDS the sender looks for open rows with no
   `matrix_event_id` that opened within MATRIX_ALERT_SWEEP_MAX_AGE_SECONDS and announces
-  them: alerts dropped from a full queue, or left when the previous process stopped;
+  them: alerts dropped from a full queue, or left when the previous process stopped. It
+  does the same for the ONLINE of rows that were announced OFFLINE and closed within that
+  age but have no `matrix_online_event_id` (the ONLINE id, or `fold:<summary id>`), so an
+  ONLINE still waiting at shutdown is sent by the next start. A closed row that was never
+  announced OFFLINE stays quiet: never a lone ONLINE from the sweep;
 - all of it runs on the sender's own task and thread: a DB write never waits for it.
 """
 
@@ -195,8 +199,9 @@ class AlertSender:
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, int], None] = {}  # (kind, row id) queued, waiting or sent
         self._matrix_ids: dict[int, str] = {}  # row id → OFFLINE event id (or fold marker)
-        self._unstored: dict[int, str] = {}  # sent, but the DB was down when we stored the id
-        self._given_up: set[int] = set()  # refused for good: the sweep does not try them again
+        # (kind, row id) → Matrix id: sent, but the DB was down when we stored the id
+        self._unstored: dict[tuple[str, int], str] = {}
+        self._given_up: set[tuple[str, int]] = set()  # refused for good: the sweep skips them
         self._edit_refused: set[int] = set()  # rows whose ONLINE edit was refused (§11.3)
         self._txn_ids: dict[tuple[str, int], str] = {}  # one txn id per message, across requeues
         self._window_start: float | None = None
@@ -220,8 +225,9 @@ class AlertSender:
     async def stop(self, *, drain_timeout: float = 10.0) -> None:
         """Send what is queued or waiting (up to `drain_timeout` seconds), flush a fold, stop.
 
-        What is still waiting then is logged. Its open rows have no Matrix event id, so the
-        sweep of the next start announces them.
+        What is still waiting then is logged. Its rows have no Matrix id for that alert
+        (`matrix_event_id` for OFFLINE, `matrix_online_event_id` for ONLINE), so the sweep
+        of the next start announces them.
         """
         if self._task is None:
             return
@@ -253,7 +259,7 @@ class AlertSender:
             self._in_flight = None
         if self._waiting:
             logger.warning(
-                "event=matrix_alerts_stop_pending left=%s note=open_rows_are_announced_by_the_next_sweep",
+                "event=matrix_alerts_stop_pending left=%s note=they_are_announced_by_the_next_sweep",
                 self._depth_waiting(),
             )
         if self._unstored:
@@ -448,6 +454,9 @@ class AlertSender:
             # No ONLINE for a row that is not closed (§11.2).
             logger.warning("event=matrix_alert_skipped reason=not_closed member_event=%s", job.event_id)
             return None
+        if job.kind == ONLINE and row.matrix_online_event_id:
+            logger.info("event=matrix_alert_skipped reason=already_announced kind=online member_event=%s", job.event_id)
+            return None
         return AlertJob(job.kind, job.event_id, OutageFacts.from_event(row), row.matrix_event_id)
 
     async def _handle_offline(self, job: AlertJob) -> None:
@@ -474,7 +483,7 @@ class AlertSender:
             self._failed(job, exc)
             # §11.3: a refused OFFLINE releases its slot, so a later report can retry.
             self._forget(key)
-            self._given_up.add(row_id)
+            self._given_up.add(key)
             return
         self._txn_ids.pop(key, None)
         self._matrix_ids[row_id] = matrix_id
@@ -485,7 +494,11 @@ class AlertSender:
     async def _handle_online(self, job: AlertJob) -> None:
         assert job.facts is not None
         row_id = job.event_id
-        matrix_id = self._matrix_ids.get(row_id) or job.matrix_event_id or await self._stored_matrix_id(row_id)
+        stored_offline, stored_online = await self._stored_ids(row_id)
+        if stored_online:  # a restart's sweep and a late hook can both ask for it
+            logger.info("event=matrix_alert_skipped reason=already_announced kind=online member_event=%s", row_id)
+            return
+        matrix_id = self._matrix_ids.get(row_id) or job.matrix_event_id or stored_offline
         if not self._take_slot():
             self._folded.append(job)
             return
@@ -506,6 +519,7 @@ class AlertSender:
             else:
                 self._txn_ids.pop(edit_key, None)
                 self._matrix_ids.pop(row_id, None)
+                await self._store_matrix_id([row_id], edit_id, kind=ONLINE)
                 telemetry_alert_sent(kind=ONLINE)
                 logger.info(
                     "event=matrix_alert_sent kind=online_edit member_event=%s matrix_event=%s edit=%s",
@@ -523,10 +537,12 @@ class AlertSender:
             self._txn_ids.pop(new_key, None)
             self._edit_refused.discard(row_id)
             self._failed(job, exc)
+            self._given_up.add(new_key)
             return
         self._txn_ids.pop(new_key, None)
         self._edit_refused.discard(row_id)
         self._matrix_ids.pop(row_id, None)
+        await self._store_matrix_id([row_id], new_id, kind=ONLINE)
         telemetry_alert_sent(kind=ONLINE)
         logger.info("event=matrix_alert_sent kind=online_new member_event=%s matrix_event=%s", row_id, new_id)
 
@@ -591,26 +607,32 @@ class AlertSender:
             for job in folded:
                 if job.kind == OFFLINE:
                     self._forget((OFFLINE, job.event_id))
-                    self._given_up.add(job.event_id)
+                self._given_up.add((job.kind, job.event_id))
             return
         marker = f"{FOLD_PREFIX}{summary_id}"[:255]
         offline_rows = [job.event_id for job in folded if job.kind == OFFLINE]
+        online_rows = [job.event_id for job in folded if job.kind == ONLINE]
         for row_id in offline_rows:
             self._matrix_ids[row_id] = marker
+        for row_id in online_rows:
+            self._matrix_ids.pop(row_id, None)
         await self._store_matrix_id(offline_rows, marker)
+        await self._store_matrix_id(online_rows, marker, kind=ONLINE)
         telemetry_alert_sent(kind=SUMMARY)
         logger.info("event=matrix_alert_sent kind=summary folded=%s matrix_event=%s", len(folded), summary_id)
 
     # --- the sweep ------------------------------------------------------------------------------
 
     async def _sweep(self) -> None:
-        """Queue an OFFLINE for every recent open row that has no Matrix event id.
+        """Queue an OFFLINE for every recent open row that has no Matrix event id, and an
+        ONLINE for every recently closed row announced OFFLINE but not ONLINE.
 
         Such a row was never announced: its alert was dropped (a full queue), the sender
         stopped while the homeserver was down, or the process died before it sent. Rows
         queued, waiting or sent by this process are skipped (`_seen`), so the sweep never
         sends twice; a row announced by an earlier process has its id stored and is not
-        selected. Rows that opened more than `sweep_max_age` ago are old news and stay quiet.
+        selected. Rows that opened (or closed) more than `sweep_max_age` ago are old news and
+        stay quiet.
         """
         self._next_sweep = time.monotonic() + self.sweep_interval
         if self._unstored:
@@ -618,26 +640,33 @@ class AlertSender:
         limit = self._queue_size
         max_age = timedelta(seconds=self.sweep_max_age)
 
-        def read() -> list[int]:
+        def read() -> list[tuple[str, int]]:
             close_old_connections()
-            rows = MemberEvent.objects.filter(
-                status=0, end_time__isnull=True, matrix_event_id__isnull=True, start_time__gte=timezone.now() - max_age
+            since = timezone.now() - max_age
+            opened = MemberEvent.objects.filter(
+                status=0, end_time__isnull=True, matrix_event_id__isnull=True, start_time__gte=since
             )
-            return list(rows.order_by("start_time", "id").values_list("pk", flat=True)[:limit])
+            closed = MemberEvent.objects.filter(
+                end_time__gte=since, matrix_event_id__isnull=False, matrix_online_event_id__isnull=True
+            )
+            # Oldest first, and every OFFLINE before the ONLINEs, as they happened.
+            offline = opened.order_by("start_time", "id").values_list("pk", flat=True)[:limit]
+            online = closed.order_by("end_time", "id").values_list("pk", flat=True)[:limit]
+            return [(OFFLINE, pk) for pk in offline] + [(ONLINE, pk) for pk in online]
 
         try:
-            row_ids = await self._blocking(read)
+            found = await self._blocking(read)
         except DatabaseError as exc:
             logger.warning("event=matrix_alert_sweep_failed error=%r", str(exc))
             return
         queued = 0
-        for row_id in row_ids:
-            if row_id in self._matrix_ids or row_id in self._given_up:
+        for kind, row_id in found:
+            if (kind == OFFLINE and row_id in self._matrix_ids) or (kind, row_id) in self._given_up:
                 continue
-            if self.enqueue(AlertJob(OFFLINE, int(row_id))):
+            if self.enqueue(AlertJob(kind, int(row_id))):
                 queued += 1
         if queued:
-            logger.info("event=matrix_alert_sweep unannounced=%s queued=%s", len(row_ids), queued)
+            logger.info("event=matrix_alert_sweep unannounced=%s queued=%s", len(found), queued)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -665,53 +694,62 @@ class AlertSender:
             return ()
 
     async def _stored_matrix_id(self, row_id: int) -> str | None:
-        def read() -> str | None:
+        return (await self._stored_ids(row_id))[0]
+
+    async def _stored_ids(self, row_id: int) -> tuple[str | None, str | None]:
+        """The row's stored OFFLINE and ONLINE Matrix ids; (None, None) when it cannot be read."""
+
+        def read() -> tuple[str | None, str | None] | None:
             close_old_connections()
-            return MemberEvent.objects.filter(pk=row_id).values_list("matrix_event_id", flat=True).first()
+            rows = MemberEvent.objects.filter(pk=row_id).values_list("matrix_event_id", "matrix_online_event_id")
+            return rows.first()
 
         try:
-            return await self._blocking(read)
+            return await self._blocking(read) or (None, None)
         except DatabaseError as exc:
             # The DB being down must not stop alerts; the in-memory map still de-duplicates.
             logger.warning("event=matrix_event_id_read_failed member_event=%s error=%r", row_id, str(exc))
-            return None
+            return None, None
 
-    async def _store_matrix_id(self, row_ids: Sequence[int], matrix_id: str) -> bool:
+    async def _store_matrix_id(self, row_ids: Sequence[int], matrix_id: str, *, kind: str = OFFLINE) -> bool:
+        """Store on the rows the id of their OFFLINE (`matrix_event_id`) or ONLINE message."""
         if not row_ids:
             return True
+        field = "matrix_online_event_id" if kind == ONLINE else "matrix_event_id"
 
         def write() -> int:
             close_old_connections()
             # Only rows without one: the first announcement is the message ONLINE edits.
-            return MemberEvent.objects.filter(pk__in=list(row_ids), matrix_event_id__isnull=True).update(
-                matrix_event_id=matrix_id
+            return MemberEvent.objects.filter(pk__in=list(row_ids), **{f"{field}__isnull": True}).update(
+                **{field: matrix_id}
             )
 
         # Kept as unstored until the write is done: a write that fails, or is cancelled by a
         # stop half-way, is done again (by the sweep once the DB is back, or by stop()), so
         # that a sent message always gets its id on the row and is never announced twice.
         for row_id in row_ids:
-            self._unstored[row_id] = matrix_id
+            self._unstored[(kind, row_id)] = matrix_id
         try:
             await self._blocking(write)
         except DatabaseError as exc:
             logger.error(
-                "event=matrix_event_id_store_failed member_events=%s matrix_event=%s error=%r",
+                "event=matrix_event_id_store_failed kind=%s member_events=%s matrix_event=%s error=%r",
+                kind,
                 ",".join(map(str, row_ids)),
                 matrix_id,
                 str(exc),
             )
             return False
         for row_id in row_ids:
-            self._unstored.pop(row_id, None)
+            self._unstored.pop((kind, row_id), None)
         return True
 
     async def _store_unstored(self) -> None:
-        by_matrix_id: dict[str, list[int]] = {}
-        for row_id, matrix_id in list(self._unstored.items()):
-            by_matrix_id.setdefault(matrix_id, []).append(row_id)
-        for matrix_id, row_ids in by_matrix_id.items():
-            if not await self._store_matrix_id(row_ids, matrix_id):
+        by_id: dict[tuple[str, str], list[int]] = {}
+        for (kind, row_id), matrix_id in list(self._unstored.items()):
+            by_id.setdefault((kind, matrix_id), []).append(row_id)
+        for (kind, matrix_id), row_ids in by_id.items():
+            if not await self._store_matrix_id(row_ids, matrix_id, kind=kind):
                 return
 
     async def _blocking(self, func: Callable[[], T]) -> T:

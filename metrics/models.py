@@ -62,6 +62,10 @@ class MemberEvent(models.Model):
     proposal_id = models.CharField(max_length=128, null=True, blank=True)
     close_proposal_id = models.CharField(max_length=128, null=True, blank=True)
     matrix_event_id = models.CharField(max_length=255, null=True, blank=True)
+    # The ONLINE announcement of a closed row (edit or message id, or `fold:<summary id>`):
+    # a close whose ONLINE was still waiting when the listener stopped has none, and the
+    # next start's sweep announces it (metrics/alerts.py).
+    matrix_online_event_id = models.CharField(max_length=255, null=True, blank=True)
 
     class Meta:
         db_table = "member_events"
@@ -75,6 +79,8 @@ class MemberEvent(models.Model):
         indexes = [
             models.Index(fields=["start_time"], name="member_events_start_idx"),
             models.Index(fields=["member_name", "start_time"], name="member_events_member_idx"),
+            # The alert sweep looks for rows closed in the last day (metrics/alerts.py).
+            models.Index(fields=["end_time"], name="member_events_end_idx"),
         ]
 
     def __str__(self) -> str:

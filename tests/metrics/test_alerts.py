@@ -117,9 +117,22 @@ def outage(
     return MemberEvent.objects.create(**fields)
 
 
-def close(event_id: int) -> MemberEvent:
-    MemberEvent.objects.filter(pk=event_id).update(status=1, end_time=T0 + timedelta(minutes=7))
+def close(event_id: int, *, at: datetime = T0 + timedelta(minutes=7)) -> MemberEvent:
+    MemberEvent.objects.filter(pk=event_id).update(status=1, end_time=at)
     return MemberEvent.objects.get(pk=event_id)
+
+
+def run_a_sweeping_process(homeserver: FakeMatrixServer, *, until_sent: int) -> None:
+    """A listener start that is told nothing: only its sweep (every 0.2 s) finds work. It runs
+    until the room holds `until_sent` messages, then four more sweeps, and stops."""
+
+    async def process() -> None:
+        await start(homeserver, sweep_interval=0.2, sweep_max_age=86400.0)
+        await until(lambda: len(homeserver.sent()) == until_sent)
+        await asyncio.sleep(0.8)
+        await alerts_stop()
+
+    asyncio.run(process())
 
 
 def sent_value(kind: str) -> float:
@@ -299,6 +312,8 @@ def test_it_edits_the_offline_message_to_online_on_recovery(homeserver: FakeMatr
         "m.new_content": online,
         "m.relates_to": {"rel_type": "m.replace", "event_id": offline_event},
     }
+    # The edit's own id is kept, so no restart sends this ONLINE again.
+    assert MemberEvent.objects.get(pk=row.pk).matrix_online_event_id == list(homeserver.state.events)[1]
 
 
 def test_it_still_edits_after_a_restart_and_does_not_log_in_again(homeserver: FakeMatrixServer) -> None:
@@ -468,6 +483,16 @@ def test_it_folds_a_burst_into_one_summary(homeserver: FakeMatrixServer) -> None
     summary_id = homeserver.state.txns[(homeserver.state.tokens[summary.token], summary.txn_id)]
     stored = dict(MemberEvent.objects.filter(pk__in=[r.pk for r in rows]).values_list("member_name", "matrix_event_id"))
     assert stored["Stake Plus"] == stored["Turboflakes"] == f"fold:{summary_id}"
+    online = dict(
+        MemberEvent.objects.filter(pk__in=[r.pk for r in rows]).values_list("member_name", "matrix_online_event_id")
+    )
+    assert online == {
+        "Amforc": None,
+        "Dwellir": None,
+        "Gatotech": None,
+        "Stake Plus": None,
+        "Turboflakes": f"fold:{summary_id}",
+    }
     assert all(stored[name].startswith("$event") for name in ("Amforc", "Dwellir", "Gatotech"))
     assert sent_value("summary") - summaries_before == 1
 
@@ -488,6 +513,7 @@ def test_it_sends_the_online_of_a_folded_outage_as_a_new_message(homeserver: Fak
     (message,) = homeserver.sent()
     assert "m.relates_to" not in message.body
     assert message.body["body"].startswith("✅  *ONLINE*\n")
+    assert MemberEvent.objects.get(pk=row.pk).matrix_online_event_id == next(iter(homeserver.state.events))
 
 
 def test_it_never_blocks_the_caller_and_counts_what_it_drops(homeserver: FakeMatrixServer) -> None:
@@ -700,19 +726,97 @@ def test_it_announces_after_a_restart_the_open_outage_the_last_process_could_not
     assert MemberEvent.objects.get(pk=target.pk).matrix_event_id is None
     homeserver.come_back()
 
-    async def second_process() -> None:
-        await start(homeserver, sweep_interval=0.2, sweep_max_age=86400.0)
-        await until(lambda: len(homeserver.sent()) == 1)
-        await asyncio.sleep(0.8)  # four more sweeps
-        await alerts_stop()
-
-    asyncio.run(second_process())
+    run_a_sweeping_process(homeserver, until_sent=1)
 
     (message,) = homeserver.sent()
     assert len(homeserver.requests(SEND)) == 1
     row = MemberEvent.objects.get(pk=target.pk)
     assert message.body == offline_content(OutageFacts.from_event(row), mentions=["@tugytur:matrix.org"])
     assert row.matrix_event_id == next(iter(homeserver.state.events))
+
+
+def test_it_sends_after_a_restart_the_online_the_last_process_could_not_send(
+    homeserver: FakeMatrixServer,
+) -> None:
+    """The OFFLINE went out; the homeserver then goes away, the outage closes and the
+    listener stops with its ONLINE still waiting. The next process is never told: its sweep
+    finds the closed row announced OFFLINE but not ONLINE, and edits the message once. It
+    leaves alone the closed rows that must stay quiet."""
+    target = outage(member="Amforc")
+    recent = datetime.now(UTC) - timedelta(minutes=30)
+    quiet = {
+        "never announced": outage(member="Dwellir", start_time=recent, end_time=recent, status=1),
+        "online sent": outage(
+            member="Gatotech",
+            start_time=recent,
+            end_time=recent,
+            status=1,
+            matrix_event_id="$off:fake.local",
+            matrix_online_event_id="$on:fake.local",
+        ),
+        "closed long ago": outage(
+            member="Turboflakes",
+            start_time=recent - timedelta(days=3),
+            end_time=recent - timedelta(days=2),
+            status=1,
+            matrix_event_id="$old:fake.local",
+        ),
+        "upgraded": outage(
+            member="Stake Plus",
+            start_time=recent,
+            end_time=recent,
+            status=1,
+            matrix_event_id="$before:fake.local",
+            matrix_online_event_id="untracked",
+        ),
+    }
+    MemberEvent.objects.filter(pk=target.pk).update(start_time=recent)
+    target.refresh_from_db()
+
+    async def first_process() -> None:
+        await start(homeserver)
+        alert_outage_opened(event=target)
+        await until(lambda: len(homeserver.sent()) == 1)
+        await asyncio.sleep(0.1)  # the OFFLINE id reaches the row
+        homeserver.go_down()
+        closed = await in_thread(lambda: close(target.pk, at=recent + timedelta(minutes=7)))
+        assert alert_outage_closed(event=closed) is True
+        await asyncio.sleep(0.3)
+        await alerts_stop(drain_timeout=0.3)
+
+    asyncio.run(first_process())
+    offline_id = MemberEvent.objects.get(pk=target.pk).matrix_event_id
+    assert offline_id == next(iter(homeserver.state.events))
+    assert MemberEvent.objects.get(pk=target.pk).matrix_online_event_id is None
+    homeserver.come_back()
+
+    run_a_sweeping_process(homeserver, until_sent=2)
+
+    offline, edit = homeserver.sent()
+    row = MemberEvent.objects.get(pk=target.pk)
+    assert edit.body["m.relates_to"] == {"rel_type": "m.replace", "event_id": offline_id}
+    assert edit.body["m.new_content"] == online_content(OutageFacts.from_event(row))
+    assert row.matrix_online_event_id == list(homeserver.state.events)[1]
+    for name, quiet_row in quiet.items():
+        assert MemberEvent.objects.get(pk=quiet_row.pk).matrix_online_event_id == quiet_row.matrix_online_event_id, name
+
+
+def test_it_marks_rows_closed_before_the_upgrade_as_untracked() -> None:
+    """The 0008 data step: a closed row that was announced gets `untracked` (its ONLINE may
+    have gone out); an open row and a closed row never announced keep NULL."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    step = import_module("metrics.migrations.0008_matrix_online_event_id").mark_closed_rows_untracked
+    announced = outage(member="Amforc", end_time=T0 + timedelta(minutes=3), status=1, matrix_event_id="$a:fake.local")
+    still_open = outage(member="Dwellir", matrix_event_id="$b:fake.local")
+    unannounced = outage(member="Gatotech", end_time=T0 + timedelta(minutes=3), status=1)
+
+    step(apps, None)
+
+    online = dict(MemberEvent.objects.values_list("pk", "matrix_online_event_id"))
+    assert online == {announced.pk: "untracked", still_open.pk: None, unannounced.pk: None}
 
 
 def test_it_is_off_when_matrix_is_not_configured() -> None:
