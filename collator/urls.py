@@ -10,3 +10,6 @@ urlpatterns = [
     # Prometheus scrape of the NATS listener's counters (metrics/telemetry.py).
     path("metrics", prometheus_metrics, name="prometheus-metrics"),
 ]
+
+# Unknown paths: Go's plain-text 404 (collator/not_found.py).
+handler404 = "collator.not_found.page_not_found"
