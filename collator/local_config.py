@@ -25,6 +25,8 @@ SET_ME = "__SET_ME__"
 
 DEFAULT_CONFIG_RELOAD_SECONDS = 3600
 DEFAULT_MINIMUM_OFFLINE_SECONDS = 900
+# The beat schedule stores the reload period in a 32-bit INT (django-celery-beat IntervalSchedule).
+MAX_SECONDS = 2_147_483_647
 
 # Each ConfigUrls entry is an http(s) URL or a file path (DECISIONS 23).
 BUNDLED_CONFIG_URLS: dict[str, str] = {
@@ -134,8 +136,13 @@ def _positive_int(block: Mapping[str, Any], path: str, key: str, default: int) -
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise LocalConfigError(f"{path}.{key}: expected an integer number of seconds")
+    if value < 0:
+        # A typo, not a wish for the default: refused, as 0 is the documented way to ask for it.
+        raise LocalConfigError(f"{path}.{key}: must not be negative, got {value} (0 means the default, {default})")
+    if value > MAX_SECONDS:
+        raise LocalConfigError(f"{path}.{key}: {value} seconds is more than the largest period, {MAX_SECONDS}")
     # REF crashes on 0 (a ticker with a non-positive period); we fall back to the default.
-    return value if value > 0 else default
+    return value or default
 
 
 def _env(name: str, current: str) -> str:
@@ -158,12 +165,16 @@ def parse_local_config(raw: Mapping[str, Any], *, source: Path | None, repo_root
         base = source.parent if source else repo_root
         work_dir = (base / work_dir).resolve()
 
-    config_urls = dict(BUNDLED_CONFIG_URLS)
+    # The bundled snapshot stands in only when there is no config file at all. A config file
+    # names its own files: one it leaves out stays empty, and the config sync refuses it by
+    # name (members/services.py) rather than quietly billing from the bundled snapshot. The
+    # check is left to the sync so that a process that never loads the files (the test and
+    # bench configs name none) still starts, as with an unfilled Nats block.
     urls_block = _block(system, "ConfigUrls")
-    for key in BUNDLED_CONFIG_URLS:
-        value = _string(urls_block, "System.ConfigUrls", key, "")
-        if value:
-            config_urls[key] = value
+    config_urls = {
+        key: _string(urls_block, "System.ConfigUrls", key, "").strip() or (bundled if source is None else "")
+        for key, bundled in BUNDLED_CONFIG_URLS.items()
+    }
 
     nats_urls_text = _env("COLLATOR_NATS_URL", _string(nats, "Nats", "Url", ""))
     nats_urls = tuple(u.strip() for u in nats_urls_text.split(",") if u.strip()) or NatsConfig.urls

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 # The config keys of System.ConfigUrls that the collator reads, in Go's load order.
@@ -38,6 +38,55 @@ REQUIRED_FILES = (MEMBERS, SERVICES, PRICING)
 # the member being billed as if it never went down).
 MEMBER_KEY_MAX_CHARS = 128
 MEMBER_NAME_MAX_CHARS = 128
+
+# The registry columns (members/models.py) that hold the other values, by "table.column". A
+# value a column cannot hold fails the file here, with an error naming the file and the field;
+# left to the database it failed the whole sync with "Out of range value for column …" or
+# "Data too long …", naming neither. tests/members/test_config_files.py checks these against
+# the models, so the two cannot drift apart.
+COLUMN_MAX_CHARS: dict[str, int] = {
+    "members.member_website": 512,
+    "members.member_logo": 512,
+    "members.service_ipv4": 64,
+    "members.service_ipv6": 128,
+    "members.service_monitorUrl": 256,
+    "members.location_region": 64,
+    "services.service_index": 128,
+    "services.configuration_name": 128,
+    "services.configuration_type": 16,
+    "services.configuration_networkname": 128,
+    "services.configuration_stateroothash": 384,
+    "services.configuration_displayname": 255,
+    "services.configuration_relaynetwork": 128,
+    "services.configuration_networktype": 64,
+    "services.configuration_websiteurl": 512,
+    "services.configuration_logourl": 512,
+    "service_provider.provider_index": 128,
+    # The first three RPC URLs fill provider_rpcUrl1..3; every URL is held to the same length.
+    "service_provider.provider_rpcUrl1": 256,
+    "region_price.region": 64,
+}
+# configuration_description is a MariaDB TEXT column: 65,535 bytes, not characters.
+DESCRIPTION_MAX_BYTES = 65_535
+# DECIMAL(max_digits, decimal_places) columns.
+COLUMN_DECIMAL_DIGITS: dict[str, tuple[int, int]] = {
+    "services.provisioned_cores": (18, 6),
+    "services.provisioned_memory": (18, 6),
+    "services.provisioned_disk": (18, 6),
+    "services.provisioned_bandwidth": (18, 6),
+    "region_price.cores": (20, 10),
+    "region_price.memory": (20, 10),
+    "region_price.disk": (20, 10),
+    "region_price.bandwidth": (20, 10),
+}
+# Integer columns: the largest value each holds (SMALLINT, INT).
+COLUMN_MAX_INTEGER: dict[str, int] = {
+    "members.membership_level": 32_767,
+    "services.configuration_memberLevelReq": 32_767,
+    "services.provisioned_nodes": 2_147_483_647,
+}
+# 9999-12-31T23:59:59Z: the last second both Python's datetime and a MariaDB DATETIME hold.
+LAST_UNIX_SECOND = 253_402_300_799
 
 
 class ConfigFileError(ValueError):
@@ -203,24 +252,33 @@ class _Reader:
             self.file_key, self.source, {} if value is None else value, f"{self.path}.{key}" if self.path else key
         )
 
-    def string(self, key: str) -> str:
+    def string(self, key: str, *, column: str = "") -> str:
+        """A string; with `column`, no longer than that registry column holds."""
         value = self.get(key)
         if value is None:
             return ""
         if not isinstance(value, str):
             self.fail(f"expected a string, got {_json_type(value)}", key)
+        if column:
+            _check_length(self, key, value, column)
         return value
 
-    def integer(self, key: str) -> int:
+    def integer(self, key: str, *, column: str = "", non_negative: bool = False) -> int:
+        """An integer; with `column`, no larger than that registry column holds."""
         value = self.get(key)
         if value is None:
             return 0
         if isinstance(value, bool) or not isinstance(value, int | Decimal):
             self.fail(f"expected an integer, got {_json_type(value)}", key)
         if isinstance(value, Decimal):
-            if value != value.to_integral_value():
+            # NaN and Infinity reach here as Decimals (decode_json); int() of them would raise.
+            if not value.is_finite() or value != value.to_integral_value():
                 self.fail(f"expected an integer, got {value}", key)
-            return int(value)
+            value = int(value)
+        if non_negative and value < 0:
+            self.fail(f"must not be negative, got {value}", key)
+        if column and value > COLUMN_MAX_INTEGER[column]:
+            self.fail(f"is {value}; the registry column {column} holds at most {COLUMN_MAX_INTEGER[column]}", key)
         return value
 
     def number(self, key: str) -> Decimal:
@@ -229,9 +287,37 @@ class _Reader:
             return Decimal(0)
         if isinstance(value, bool) or not isinstance(value, int | Decimal):
             self.fail(f"expected a number, got {_json_type(value)}", key)
-        return Decimal(value)
+        number = Decimal(value)
+        if not number.is_finite():
+            self.fail(f"expected a finite number, got {number}", key)
+        return number
 
-    def string_list(self, key: str) -> tuple[str, ...]:
+    def amount(self, key: str, *, column: str) -> Decimal:
+        """A resource or a price: a finite number, not negative, that the registry column holds.
+
+        A negative one would make a negative base cost, which billing refuses (HTTP 500 on
+        /api/billing/*), long after the sync had applied it.
+        """
+        number = self.number(key)
+        if number < 0:
+            self.fail(f"must not be negative, got {number}", key)
+        max_digits, decimal_places = COLUMN_DECIMAL_DIGITS[column]
+        limit = Decimal(10) ** (max_digits - decimal_places)
+        # The database rounds to the column's places first, so 999…9.9999999 does not fit either.
+        # The first comparison keeps quantize() away from numbers too long for it (1e308).
+        if number >= limit or number.quantize(Decimal(1).scaleb(-decimal_places), ROUND_HALF_UP) >= limit:
+            largest = limit - Decimal(1).scaleb(-decimal_places)
+            self.fail(f"is {number}; the registry column {column} holds at most {largest}", key)
+        return number
+
+    def coordinate(self, key: str, *, bound: int) -> Decimal:
+        """A latitude (±90) or a longitude (±180); the registry column holds DECIMAL(9, 6)."""
+        number = self.number(key)
+        if not -bound <= number <= bound:
+            self.fail(f"must be between -{bound} and {bound}, got {number}", key)
+        return number
+
+    def string_list(self, key: str, *, column: str = "") -> tuple[str, ...]:
         value = self.get(key)
         if value is None:
             return ()
@@ -240,7 +326,23 @@ class _Reader:
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 self.fail(f"expected a string, got {_json_type(item)}", f"{key}[{index}]")
+            if column:
+                _check_length(self, f"{key}[{index}]", item, column)
         return tuple(value)
+
+
+def _check_length(reader: _Reader, key: str, value: str, column: str) -> None:
+    if len(value) > COLUMN_MAX_CHARS[column]:
+        reader.fail(
+            f"is {len(value)} characters long; the registry column {column} holds at most {COLUMN_MAX_CHARS[column]}",
+            key,
+        )
+
+
+def _check_key_length(reader: _Reader, what: str, key: str, column: str) -> None:
+    """A JSON object key that becomes a registry column value (a service key, a provider name)."""
+    if len(key) > COLUMN_MAX_CHARS[column]:
+        reader.fail(f"the {what} is {len(key)} characters long; at most {COLUMN_MAX_CHARS[column]} are allowed", key)
 
 
 def _json_type(value: Any) -> str:
@@ -258,19 +360,32 @@ def _json_type(value: Any) -> str:
 
 
 def decode_json(file_key: str, raw: bytes | str, *, source: str = "") -> Any:
-    text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
     try:
-        return json.loads(text, parse_float=Decimal)
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+        # NaN and Infinity are not JSON, but Python reads them (as floats). As Decimals they
+        # reach the typed readers, which refuse them and name the field.
+        return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
     except json.JSONDecodeError as exc:
         raise ConfigFileError(
             file_key, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", source=source
         ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigFileError(file_key, "the file is not UTF-8 text", source=source) from exc
+    except RecursionError as exc:
+        raise ConfigFileError(file_key, "invalid JSON: nested too deeply", source=source) from exc
+    except ValueError as exc:
+        # e.g. an integer of more than 4300 digits (Python's int conversion limit).
+        raise ConfigFileError(file_key, f"invalid JSON: {exc}", source=source) from exc
 
 
 def _unix_time(reader: _Reader, key: str) -> datetime | None:
+    """Unix seconds; 0 or missing means unknown. Out of range is an error, never a crash."""
     seconds = reader.integer(key)
+    if seconds < 0:
+        reader.fail(f"Unix time {seconds} is before 1970 (0 means unknown)", key)
+    if seconds > LAST_UNIX_SECOND:
+        # datetime.fromtimestamp raises OverflowError or ValueError (year 10000) past this.
+        reader.fail(f"Unix time {seconds} is after 9999-12-31T23:59:59Z, the last time the registry holds", key)
     return datetime.fromtimestamp(seconds, tz=UTC) if seconds > 0 else None
 
 
@@ -303,20 +418,23 @@ def parse_members(raw: bytes | str, *, source: str = "") -> dict[str, MemberConf
         members[key] = MemberConfig(
             key=key,
             name=name,
-            website=details.string("Website"),
-            logo=details.string("Logo"),
-            level=membership.integer("MemberLevel"),
+            website=details.string("Website", column="members.member_website"),
+            logo=details.string("Logo", column="members.member_logo"),
+            level=membership.integer("MemberLevel", column="members.membership_level", non_negative=True),
             joined=_unix_time(membership, "Joined"),
             last_rankup=_unix_time(membership, "LastRankup"),
             active=service.integer("Active") == 1,
-            ipv4=service.string("ServiceIPv4"),
-            ipv6=service.string("ServiceIPv6"),
-            monitor_url=service.string("MonitorUrl"),
-            region=location.string("Region"),
-            latitude=location.number("Latitude"),
-            longitude=location.number("Longitude"),
+            ipv4=service.string("ServiceIPv4", column="members.service_ipv4"),
+            ipv6=service.string("ServiceIPv6", column="members.service_ipv6"),
+            monitor_url=service.string("MonitorUrl", column="members.service_monitorUrl"),
+            region=location.string("Region", column="members.location_region"),
+            latitude=location.coordinate("Latitude", bound=90),
+            longitude=location.coordinate("Longitude", bound=180),
             assignments=tuple(assignments),
         )
+    if not members:
+        # Applied, it would delete every member and assignment from the registry.
+        raise ConfigFileError(MEMBERS, "the file holds no members; an empty members file is refused", source=source)
     names = [m.name for m in members.values()]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -328,35 +446,51 @@ def parse_services(raw: bytes | str, *, source: str = "") -> dict[str, ServiceCo
     root = _Reader(SERVICES, source, decode_json(SERVICES, raw, source=source), "")
     services: dict[str, ServiceConfig] = {}
     for key in root.value:
+        _check_key_length(root, "service key", key, "services.service_index")
         entry = root.child(key)
         configuration = entry.child("Configuration")
         resources = entry.child("Resources")
         providers_reader = entry.child("Providers")
-        providers = tuple(
-            ProviderConfig(name=name, rpc_urls=providers_reader.child(name).string_list("RpcUrls"))
-            for name in providers_reader.value
-        )
+        providers: list[ProviderConfig] = []
+        for provider_name in providers_reader.value:
+            _check_key_length(providers_reader, "provider name", provider_name, "service_provider.provider_index")
+            urls = providers_reader.child(provider_name).string_list(
+                "RpcUrls", column="service_provider.provider_rpcUrl1"
+            )
+            providers.append(ProviderConfig(name=provider_name, rpc_urls=urls))
+        description = configuration.string("Description")
+        if len(description.encode()) > DESCRIPTION_MAX_BYTES:
+            configuration.fail(
+                f"is {len(description.encode())} bytes long in UTF-8; the registry column "
+                f"services.configuration_description holds at most {DESCRIPTION_MAX_BYTES}",
+                "Description",
+            )
         services[key] = ServiceConfig(
             key=key,
-            name=configuration.string("Name"),
-            service_type=configuration.string("ServiceType"),
+            name=configuration.string("Name", column="services.configuration_name"),
+            service_type=configuration.string("ServiceType", column="services.configuration_type"),
             active=configuration.integer("Active") == 1,
-            level_required=configuration.integer("LevelRequired"),
-            network_name=configuration.string("NetworkName"),
-            relay_network=configuration.string("RelayNetwork"),
-            network_type=configuration.string("NetworkType"),
-            display_name=configuration.string("DisplayName"),
-            website_url=configuration.string("WebsiteURL"),
-            logo_url=configuration.string("LogoURL"),
-            description=configuration.string("Description"),
-            state_root_hash=configuration.string("StateRootHash"),
-            nodes=resources.integer("nodes"),
-            cores=resources.number("cores"),
-            memory=resources.number("memory"),
-            disk=resources.number("disk"),
-            bandwidth=resources.number("bandwidth"),
-            providers=providers,
+            level_required=configuration.integer(
+                "LevelRequired", column="services.configuration_memberLevelReq", non_negative=True
+            ),
+            network_name=configuration.string("NetworkName", column="services.configuration_networkname"),
+            relay_network=configuration.string("RelayNetwork", column="services.configuration_relaynetwork"),
+            network_type=configuration.string("NetworkType", column="services.configuration_networktype"),
+            display_name=configuration.string("DisplayName", column="services.configuration_displayname"),
+            website_url=configuration.string("WebsiteURL", column="services.configuration_websiteurl"),
+            logo_url=configuration.string("LogoURL", column="services.configuration_logourl"),
+            description=description,
+            state_root_hash=configuration.string("StateRootHash", column="services.configuration_stateroothash"),
+            nodes=resources.integer("nodes", column="services.provisioned_nodes", non_negative=True),
+            cores=resources.amount("cores", column="services.provisioned_cores"),
+            memory=resources.amount("memory", column="services.provisioned_memory"),
+            disk=resources.amount("disk", column="services.provisioned_disk"),
+            bandwidth=resources.amount("bandwidth", column="services.provisioned_bandwidth"),
+            providers=tuple(providers),
         )
+    if not services:
+        # Applied, it would delete every service, provider and assignment from the registry.
+        raise ConfigFileError(SERVICES, "the file holds no services; an empty services file is refused", source=source)
     return services
 
 
@@ -364,14 +498,23 @@ def parse_pricing(raw: bytes | str, *, source: str = "") -> dict[str, RegionPric
     root = _Reader(PRICING, source, decode_json(PRICING, raw, source=source), "")
     pricing: dict[str, RegionPricing] = {}
     for region in root.value:
+        if len(region) > COLUMN_MAX_CHARS["region_price.region"]:
+            root.fail(
+                f"the region name is {len(region)} characters long; "
+                f"at most {COLUMN_MAX_CHARS['region_price.region']} are allowed",
+                region,
+            )
         prices = root.child(region)
         pricing[region] = RegionPricing(
             region=region,
-            cores=prices.number("cores"),
-            memory=prices.number("memory"),
-            disk=prices.number("disk"),
-            bandwidth=prices.number("bandwidth"),
+            cores=prices.amount("cores", column="region_price.cores"),
+            memory=prices.amount("memory", column="region_price.memory"),
+            disk=prices.amount("disk", column="region_price.disk"),
+            bandwidth=prices.amount("bandwidth", column="region_price.bandwidth"),
         )
+    if not pricing:
+        # Applied, no member could be billed: every region would be without a price.
+        raise ConfigFileError(PRICING, "the file holds no regions; an empty pricing file is refused", source=source)
     normalised = [normalise_name(r) for r in pricing]
     clashes = sorted({r for r in normalised if normalised.count(r) > 1})
     if clashes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -67,8 +68,21 @@ class ConfigSyncResult:
 # --- fetching -------------------------------------------------------------------------------
 
 
-def _is_url(source: str) -> bool:
-    return source.lower().startswith(("http://", "https://"))
+# `scheme://…`: a URL. Any scheme but these is refused; it is never taken for a file name
+# (`ftp://host/x.json` was read as the relative path `ftp:/host/x.json`).
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_FETCHED_SCHEMES = ("http", "https")
+_FILE_SCHEME = "file"
+
+
+def _scheme(source: str) -> str:
+    match = _URL_SCHEME.match(source)
+    return match.group(1).lower() if match else ""
+
+
+def _file_path(source: str) -> str:
+    """The path of a `file://` source, or the source itself when it is a plain path."""
+    return source[len("file://") :] if _scheme(source) == _FILE_SCHEME else source
 
 
 def config_fetch(*, source: str, timeout: float = DEFAULT_FETCH_TIMEOUT, key: str = "") -> bytes:
@@ -80,9 +94,14 @@ def config_fetch(*, source: str, timeout: float = DEFAULT_FETCH_TIMEOUT, key: st
     key = key or "config file"
     if not source.strip():
         raise ConfigFileError(key, "no URL or file path is configured")
-    if _is_url(source):
+    scheme = _scheme(source)
+    if scheme in _FETCHED_SCHEMES:
         return _fetch_url(source=source, timeout=timeout, key=key)
-    path = Path(source.removeprefix("file://")).expanduser()
+    if scheme and scheme != _FILE_SCHEME:
+        raise ConfigFileError(
+            key, f"unsupported URL scheme {scheme}://; use http://, https://, file:// or a file path", source=source
+        )
+    path = Path(_file_path(source)).expanduser()
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -113,11 +132,11 @@ def _fetch_url(*, source: str, timeout: float, key: str) -> bytes:
     return data
 
 
-def _resolve_source(source: str) -> str:
+def config_source_resolve(source: str) -> str:
     """A relative file path is relative to the local config file, like System.WorkDir."""
-    if not source or _is_url(source):
-        return source
-    path = Path(source).expanduser()
+    if not source or (_scheme(source) and _scheme(source) != _FILE_SCHEME):
+        return source  # a URL, or a scheme config_fetch refuses by name
+    path = Path(_file_path(source)).expanduser()
     config_file = settings.COLLATOR.source
     if not path.is_absolute() and config_file is not None:
         path = Path(config_file).parent / path
@@ -380,9 +399,17 @@ def config_sync(*, urls: Mapping[str, str] | None = None, now: datetime | None =
     try:
         # Every file is fetched before anything is parsed or written (data-model §5.9).
         for key in SYNCED_FILES:
-            source = _resolve_source((configured.get(key) or "").strip())
+            source = config_source_resolve((configured.get(key) or "").strip())
             if key == ALERTS and not source:
                 continue  # optional: without it, alerts mention nobody
+            if not source and urls is None and settings.COLLATOR.source is not None:
+                # A config file must name all three files; the bundled snapshot stands in
+                # only when there is no config file at all (collator/local_config.py).
+                raise ConfigFileError(
+                    key,
+                    f"no URL or file path is configured: System.ConfigUrls.{key} is missing or empty "
+                    f"in {settings.COLLATOR.source}",
+                )
             data = config_fetch(source=source, key=key)
             raw[key] = data
             files[key] = _file_entry(source=source, data=data)

@@ -164,16 +164,18 @@ def network_shape_from_config() -> NetworkShape:
 
     from members.config_files import parse_network_config
     from members.selectors import NoConfigError, config_snapshot_in_force
+    from members.services import config_fetch, config_source_resolve
 
     try:
         config = config_snapshot_in_force(at=datetime.now(UTC)).config
     except (NoConfigError, DatabaseError):
-        # Nothing synced yet (or no migrated DB): the bundled config files stand in.
+        # Nothing synced yet (or no migrated DB): the configured files stand in, read as the
+        # config sync reads them (a URL, or a path relative to the config file).
         urls = settings.COLLATOR.system.config_urls
-        files = {}
-        for key in ("MembersConfig", "ServicesConfig", "IaasPricingConfig"):
-            with open(urls[key], "rb") as handle:
-                files[key] = handle.read()
+        files = {
+            key: config_fetch(source=config_source_resolve(urls.get(key, "").strip()), key=key)
+            for key in ("MembersConfig", "ServicesConfig", "IaasPricingConfig")
+        }
         config = parse_network_config(files)
     member_urls: dict[str, tuple[str, ...]] = {}
     all_urls: set[str] = set()

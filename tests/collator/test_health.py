@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -174,6 +175,31 @@ def test_it_flags_a_stale_heartbeat_and_a_failed_config_load(
     assert body["config"]["last_good_load"] == "2025-03-02T12:00:00Z"
     assert "MembersConfig" in body["config"]["last_error"]
     assert body["config"]["last_error_at"] == "2025-03-02T12:00:00Z"
+
+
+def test_it_shows_a_membership_time_out_of_range_as_the_last_config_error(
+    api: Client,  # noqa: F811
+    ibp_config_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """`Joined: 10**20` crashed the sync with an OverflowError: no failed snapshot, health unchanged."""
+    good = {key: str(ibp_config_dir / name) if name else "" for key, name in CONFIG_FILES.items()}
+    members = json.loads((ibp_config_dir / "members_professional.json").read_text())
+    members["Amforc"]["Membership"]["Joined"] = 10**20
+    broken = tmp_path / "members_professional.json"
+    broken.write_text(json.dumps(members))
+    with time_machine.travel(utc("2025-03-02T10:00:00Z"), tick=False):
+        assert config_sync(urls=good).status == "applied"
+    with time_machine.travel(utc("2025-03-02T11:00:00Z"), tick=False):
+        assert config_sync(urls={**good, "MembersConfig": str(broken)}).status == "failed"
+        config = get_json(api, "/api/health")["config"]
+
+    assert config["last_error"] == (
+        f"MembersConfig ({broken}): field Amforc.Membership.Joined: Unix time 100000000000000000000 is after "
+        "9999-12-31T23:59:59Z, the last time the registry holds"
+    )
+    assert config["last_error_at"] == "2025-03-02T11:00:00Z"
+    assert config["last_good_load"] == "2025-03-02T10:00:00Z"
 
 
 def test_it_says_unknown_without_a_heartbeat_or_data(api: Client) -> None:  # noqa: F811

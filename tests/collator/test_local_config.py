@@ -61,6 +61,60 @@ def test_it_falls_back_to_the_default_reload_period_for_zero() -> None:
     assert config.system.config_reload_seconds == 3600
 
 
+@pytest.mark.parametrize("key", ["ConfigReloadTime", "MinimumOfflineTime"])
+def test_it_refuses_a_negative_period(key: str) -> None:
+    """-5 is a typo, not a wish for the default: 0 is the documented way to ask for that."""
+    default = {"ConfigReloadTime": 3600, "MinimumOfflineTime": 900}[key]
+    with pytest.raises(LocalConfigError) as raised:
+        parse_local_config({"System": {key: -5}}, source=None)
+    assert str(raised.value) == f"System.{key}: must not be negative, got -5 (0 means the default, {default})"
+
+
+def test_it_refuses_a_reload_period_the_beat_schedule_cannot_store() -> None:
+    with pytest.raises(LocalConfigError) as raised:
+        parse_local_config({"System": {"ConfigReloadTime": 2**31}}, source=None)
+    assert str(raised.value) == (
+        "System.ConfigReloadTime: 2147483648 seconds is more than the largest period, 2147483647"
+    )
+    assert parse_local_config(
+        {"System": {"ConfigReloadTime": 2**31 - 1}}, source=None
+    ).system.config_reload_seconds == (2**31 - 1)
+
+
+def test_it_names_the_config_file_of_a_negative_period(tmp_path: Path) -> None:
+    path = tmp_path / "ibpcollator.json"
+    path.write_text('{"System": {"ConfigReloadTime": -5}}')
+    with pytest.raises(LocalConfigError) as raised:
+        load_local_config(path)
+    assert (
+        str(raised.value)
+        == f"{path}: System.ConfigReloadTime: must not be negative, got -5 (0 means the default, 3600)"
+    )
+
+
+def test_it_leaves_the_config_urls_a_config_file_does_not_name_empty(tmp_path: Path) -> None:
+    """Only without a config file does the bundled snapshot stand in; the sync refuses an empty one."""
+    path = tmp_path / "ibpcollator.json"
+    path.write_text(
+        json.dumps(
+            {"System": {"ConfigUrls": {"ServicesConfig": "", "IaasPricingConfig": " https://x/p.json ", "x": "y"}}}
+        )
+    )
+    assert load_local_config(path).system.config_urls == {
+        "StaticDNSConfig": "",
+        "MembersConfig": "",
+        "ServicesConfig": "",
+        "IaasPricingConfig": "https://x/p.json",
+        "ServicesRequestsConfig": "",
+        "AlertsConfig": "",
+    }
+
+
+def test_it_fills_the_config_urls_from_the_bundled_snapshot_only_without_a_config_file() -> None:
+    urls = parse_local_config({"System": {"ConfigUrls": {"MembersConfig": "https://x/m.json"}}}, source=None)
+    assert urls.system.config_urls == BUNDLED_CONFIG_URLS | {"MembersConfig": "https://x/m.json"}
+
+
 def test_it_names_the_file_when_the_json_is_broken(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{"System": {"WorkDir": "x",}}')

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from collator.local_config import load_local_config
 from members.config_files import ConfigFileError
 from members.models import ConfigSnapshot, Member, RegionPrice, Service, ServiceAssignment, ServiceProvider
 from members.services import DEFAULT_FETCH_TIMEOUT, config_fetch, config_sync
@@ -347,6 +348,199 @@ def test_it_records_a_config_the_database_refuses(editable_urls: dict[str, str],
     assert result.file_key == "registry"
     assert "the database refused the config" in result.error
     assert registry_fingerprint() == registry_before
+
+
+def _set_field(path: Path, dotted: str, raw_value: str) -> None:
+    """Set one field of a config file to the JSON text `raw_value` (spliced in as text)."""
+    document = json.loads(path.read_text())
+    *parents, leaf = dotted.split(".")
+    node = document
+    for key in parents:
+        node = node[key]
+    node[leaf] = "__VALUE__"
+    path.write_text(json.dumps(document, indent=2).replace('"__VALUE__"', raw_value))
+
+
+# (file, field, JSON text, the error after "<file> (<source>): "): each applied before, or
+# crashed the sync, or failed it in the database naming neither file nor field.
+REFUSED_VALUES = {
+    "negative nodes": (
+        "ServicesConfig",
+        "Paseo.Resources.nodes",
+        "-3",
+        "field Paseo.Resources.nodes: must not be negative, got -3",
+    ),
+    "negative price": (
+        "IaasPricingConfig",
+        "Africa.cores",
+        "-100",
+        "field Africa.cores: must not be negative, got -100",
+    ),
+    "cores beyond the column": (
+        "ServicesConfig",
+        "Paseo.Resources.cores",
+        "1e308",
+        "field Paseo.Resources.cores: is 1E+308; the registry column services.provisioned_cores holds at most "
+        "999999999999.999999",
+    ),
+    "Joined beyond time_t": (
+        "MembersConfig",
+        "Amforc.Membership.Joined",
+        str(10**20),
+        "field Amforc.Membership.Joined: Unix time 100000000000000000000 is after 9999-12-31T23:59:59Z, "
+        "the last time the registry holds",
+    ),
+    "Joined in the year 10000": (
+        "MembersConfig",
+        "Amforc.Membership.Joined",
+        "253402300800",
+        "field Amforc.Membership.Joined: Unix time 253402300800 is after 9999-12-31T23:59:59Z, "
+        "the last time the registry holds",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_VALUES))
+def test_it_keeps_the_last_good_config_when_a_value_is_out_of_range(
+    case: str, base_urls: dict[str, str], editable_urls: dict[str, str], use_config_urls: Any
+) -> None:
+    good = config_sync(urls=base_urls, now=T1)
+    registry_before = registry_fingerprint()
+    file_key, dotted, raw_value, reason = REFUSED_VALUES[case]
+    source = editable_urls[file_key]
+    _set_field(Path(source), dotted, raw_value)
+
+    result = config_sync(urls=editable_urls, now=T2)
+
+    assert (result.status, result.file_key, result.field_path) == ("failed", file_key, dotted)
+    assert result.error == f"{file_key} ({source}): {reason}"
+    assert registry_fingerprint() == registry_before
+    failed = ConfigSnapshot.objects.get(status=ConfigSnapshot.Status.FAILED)
+    assert failed.errors == [{"file": file_key, "field": dotted, "source": source, "message": result.error}]
+    assert list(ConfigSnapshot.objects.filter(status=ConfigSnapshot.Status.APPLIED)) == [good.snapshot]
+
+    use_config_urls(editable_urls)
+    with pytest.raises(CommandError) as raised:
+        call_command("sync_config")
+    assert str(raised.value) == f"config sync failed, the registry is unchanged: {result.error}"
+
+
+@pytest.mark.parametrize(
+    ("file_key", "message"),
+    [
+        ("MembersConfig", "the file holds no members; an empty members file is refused"),
+        ("ServicesConfig", "the file holds no services; an empty services file is refused"),
+    ],
+)
+def test_it_refuses_an_empty_file_instead_of_emptying_the_registry(
+    file_key: str, message: str, base_urls: dict[str, str], editable_urls: dict[str, str]
+) -> None:
+    """`{}` was applied as "0 members, 0 assignments" and wiped the registry."""
+    good = config_sync(urls=base_urls, now=T1)
+    registry_before = registry_fingerprint()
+    Path(editable_urls[file_key]).write_text("{}\n")
+
+    result = config_sync(urls=editable_urls, now=T2)
+
+    assert result.status == "failed"
+    assert result.error == f"{file_key} ({editable_urls[file_key]}): {message}"
+    assert registry_fingerprint() == registry_before
+    assert Member.objects.count() == 7
+    assert list(ConfigSnapshot.objects.filter(status=ConfigSnapshot.Status.APPLIED)) == [good.snapshot]
+
+
+def test_it_refuses_an_unsupported_url_scheme(base_urls: dict[str, str]) -> None:
+    """`ftp://…` was read as the relative path `ftp:/example.com/x.json`."""
+    good = config_sync(urls=base_urls, now=T1)
+    registry_before = registry_fingerprint()
+    urls = dict(base_urls) | {"MembersConfig": "ftp://example.com/x.json"}
+
+    result = config_sync(urls=urls, now=T2)
+
+    assert result.status == "failed"
+    assert result.error == (
+        "MembersConfig (ftp://example.com/x.json): unsupported URL scheme ftp://; "
+        "use http://, https://, file:// or a file path"
+    )
+    assert registry_fingerprint() == registry_before
+    assert list(ConfigSnapshot.objects.filter(status=ConfigSnapshot.Status.APPLIED)) == [good.snapshot]
+
+
+def _local_config_file(tmp_path: Path, config_urls: dict[str, str]) -> Path:
+    path = tmp_path / "ibpcollator.json"
+    path.write_text(json.dumps({"System": {"ConfigUrls": config_urls}, "Nats": {"NodeID": "COLLATOR-TEST"}}))
+    return path
+
+
+@pytest.mark.parametrize("value", [None, "", "  "], ids=["missing", "empty", "blank"])
+def test_it_refuses_a_config_file_that_does_not_name_the_members_file(
+    value: str | None, base_urls: dict[str, str], tmp_path: Path, settings: Any
+) -> None:
+    """A config file that leaves MembersConfig out no longer syncs the bundled snapshot."""
+    good = config_sync(urls=base_urls, now=T1)
+    registry_before = registry_fingerprint()
+    named = {key: url for key, url in base_urls.items() if key != "MembersConfig"}
+    if value is not None:
+        named["MembersConfig"] = value
+    path = _local_config_file(tmp_path, named)
+    settings.COLLATOR = load_local_config(path)
+
+    result = config_sync(now=T2)
+
+    assert (result.status, result.file_key) == ("failed", "MembersConfig")
+    assert result.error == (
+        "MembersConfig: no URL or file path is configured: System.ConfigUrls.MembersConfig is missing or empty "
+        f"in {path}"
+    )
+    assert registry_fingerprint() == registry_before
+    assert ConfigSnapshot.objects.get(status=ConfigSnapshot.Status.FAILED).errors == [
+        {"file": "MembersConfig", "field": "", "source": "", "message": result.error}
+    ]
+    assert list(ConfigSnapshot.objects.filter(status=ConfigSnapshot.Status.APPLIED)) == [good.snapshot]
+
+
+def test_it_reads_file_urls_relative_to_the_config_file(ibp_config_dir: Path, tmp_path: Path, settings: Any) -> None:
+    """`file://ibp/…` is a path relative to the config file, like a plain path."""
+    shutil.copytree(ibp_config_dir, tmp_path / "ibp")
+    urls = {
+        "MembersConfig": "file://ibp/members_professional.json",
+        "ServicesConfig": "ibp/services_rpc.json",
+        "IaasPricingConfig": f"FILE://{tmp_path}/ibp/services_rpc_iaaspricing.json",
+    }
+    settings.COLLATOR = load_local_config(_local_config_file(tmp_path, urls))
+
+    result = config_sync(now=T1)
+
+    assert result.status == "applied"
+    assert {key: entry["source"] for key, entry in result.snapshot.files.items()} == {
+        "MembersConfig": f"{tmp_path}/ibp/members_professional.json",
+        "ServicesConfig": f"{tmp_path}/ibp/services_rpc.json",
+        "IaasPricingConfig": f"{tmp_path}/ibp/services_rpc_iaaspricing.json",
+    }
+
+
+def test_it_stores_the_largest_values_the_registry_holds(
+    base_urls: dict[str, str], editable_urls: dict[str, str]
+) -> None:
+    """The parser's limits are the columns' own: the last value each holds is applied exactly."""
+    _set_field(Path(editable_urls["ServicesConfig"]), "Paseo.Resources.nodes", "2147483647")
+    _set_field(Path(editable_urls["ServicesConfig"]), "Paseo.Resources.cores", "999999999999.999999")
+    _set_field(Path(editable_urls["IaasPricingConfig"]), "Africa.cores", "9999999999.9999999999")
+    _set_field(Path(editable_urls["MembersConfig"]), "Amforc.Membership.Joined", "253402300799")
+    _set_field(Path(editable_urls["MembersConfig"]), "Amforc.Membership.MemberLevel", "32767")
+    _set_field(Path(editable_urls["MembersConfig"]), "Amforc.Location.Latitude", "-90")
+    _set_field(Path(editable_urls["MembersConfig"]), "Amforc.Location.Longitude", "180")
+
+    result = config_sync(urls=editable_urls, now=T1)
+
+    assert result.status == "applied", result.error
+    paseo = Service.objects.get(service_index="Paseo")
+    assert (paseo.provisioned_nodes, paseo.provisioned_cores) == (2_147_483_647, Decimal("999999999999.999999"))
+    assert RegionPrice.objects.get(region="Africa").cores == Decimal("9999999999.9999999999")
+    amforc = Member.objects.get(member_index="Amforc")
+    assert amforc.membership_joined_ts == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert amforc.membership_level == 32767
+    assert (amforc.location_latitude, amforc.location_longitude) == (Decimal(-90), Decimal(180))
 
 
 def test_config_fetch_reads_a_file_and_a_url(http_server: str, ibp_config_dir: Path) -> None:
