@@ -281,6 +281,11 @@ MATRIX_ALERT_RETRY_MAX_SECONDS = float(os.environ.get("MATRIX_ALERT_RETRY_MAX_SE
 MATRIX_ALERT_SWEEP_SECONDS = float(os.environ.get("MATRIX_ALERT_SWEEP_SECONDS", "60"))
 MATRIX_ALERT_SWEEP_MAX_AGE_SECONDS = float(os.environ.get("MATRIX_ALERT_SWEEP_MAX_AGE_SECONDS", "86400"))
 
+# --- Finalize input (metrics/services.py) ----------------------------------------------------
+# A DecidedAt further ahead of our clock than this is refused (decided_in_future): a monitor
+# whose clock runs fast must not open an outage in the future that swallows real ones.
+NATS_FINALIZE_FUTURE_TOLERANCE_SECONDS = float(os.environ.get("NATS_FINALIZE_FUTURE_TOLERANCE_SECONDS", "300"))
+
 # --- Listener durability (metrics/durability.py, metrics/durable_finalize.py) ---------------
 # While the database is unreachable, finalizes and usage replies are held in order and
 # retried with back-off (base doubling up to max). Beyond the bound: finalizes refuse the

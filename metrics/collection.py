@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import close_old_connections, connections
@@ -45,17 +45,71 @@ logger = logging.getLogger("metrics.collection")
 REPLY_TIMEOUT_SECONDS = 20.0
 MAX_REPLY_BYTES = 1024 * 1024  # NATS's default max_payload: a node cannot send more
 
-# Column widths of `requests` (characters): longer values are cut, never refused by MySQL.
+# Column widths of `requests` (characters). A longer key part is refused with its record,
+# not cut: two values that differ only after the cut would add up into one row.
 _WIDTH = {"node_id": 64, "domain": 128, "member": 128, "asn": 32, "network": 96, "code": 2, "country": 64}
-_ASN = re.compile(r"(?i)(?:as)?\s*(\d+)")
+_ASN = re.compile(r"(?i)(?:as)?\s*(\d+)", re.ASCII)  # 0-9 only: int() also reads other scripts' digits
 _RAW_MASK = (1 << 64) - 1  # raw-JSON hashes are kept unsigned, as the cache packs them
+# The reason a record is refused, by the column (1 domain … 6 country name) whose value does not fit.
+_PART_REJECTS = (
+    "",
+    "domain_too_long",
+    "member_name_too_long",
+    "asn_too_long",
+    "network_name_too_long",
+    "invalid_country_code",
+    "country_name_too_long",
+)
+# Country codes that mean "unknown": `??` as the DNS nodes send it (nats-protocol §5.6, and
+# the simulator), '' from a record without one (Go's zero value). Both are stored as sent.
+_UNKNOWN_COUNTRY_CODES = frozenset({"", "??"})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def asn_normalise(text: str) -> str:
     """`as3320`, `3320`, ` AS 3320 ` → `AS3320`; empty stays ''; anything else is kept, trimmed."""
     value = text.strip()
     match = _ASN.fullmatch(value)
-    return f"AS{int(match.group(1))}" if match else value[: _WIDTH["asn"]]
+    return f"AS{int(match.group(1))}" if match else value
+
+
+def country_code_normalise(text: str) -> str | None:
+    """`de` → `DE`; `??` and '' (unknown) are kept; None for anything else (`AUT`, `D`, `1A`).
+
+    ISO 3166 alpha-2 is two ASCII letters. Cutting `AUT` (Austria) to `AU` would file its
+    hits under Australia, so a code that is not one is refused, not mended. ASCII is checked
+    before upper-casing: `ß` upper-cases to `SS`.
+    """
+    code = text.strip()
+    if not code.isascii():
+        return None
+    code = code.upper()
+    if (len(code) == 2 and code.isalpha()) or code in _UNKNOWN_COUNTRY_CODES:
+        return code
+    return None
+
+
+def latest_usage_date(now: datetime) -> date:
+    """The last day a usage record may be dated: tomorrow, in UTC.
+
+    A node writes the day as its own clock (and zone) has it. The zones run to UTC+14, so
+    a node can be up to one day ahead of UTC, never two: a later date is a broken clock
+    or a forged record, and stored it would be the "latest usage" for years.
+    """
+    return now.astimezone(UTC).date() + timedelta(days=1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _date_reject(text: str) -> str:
+    """Why a date column value was refused (only asked for refused ones)."""
+    try:
+        parse_usage_date(text)
+    except ProtocolError:
+        return "invalid_date"
+    return "date_in_future"
 
 
 class DbThread:
@@ -102,6 +156,7 @@ class _SkipMiss(Exception):
 
 
 _Part = tuple[Any, int]  # a normalised key part and its index in the ValueTable
+_COLUMN_WIDTHS = ("", "domain", "member", "asn", "network", "code", "country")  # _WIDTH key by column
 
 
 class UsageNormaliser:
@@ -120,7 +175,9 @@ class UsageNormaliser:
 
     _MEMO_MAX = 200_000
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._clock = clock
+        self._latest_day = date.min
         self._new_table()
 
     def _new_table(self) -> None:
@@ -138,27 +195,41 @@ class UsageNormaliser:
         data = holder.pop()
         if len(self._table) > self._MEMO_MAX:
             self._new_table()
+        latest_day = latest_usage_date(self._clock())
+        if latest_day != self._latest_day:
+            # Memoised dates were judged against the old bound: a day refused as in the
+            # future yesterday may be today's.
+            self._latest_day = latest_day
+            self._memos[0].clear()
         try:
             return usage_reply_fold(data, lambda reply, records: self._fold(reply, records, day, cache))
         except _SkipMiss:
             return usage_reply_fold(data, lambda reply, records: self._fold(reply, records, None, None))
 
     def _part(self, column: int, text: Any) -> _Part | None:
-        """Normalise a wire value of `column` (0 date … 6 country); None: not a valid date."""
+        """Normalise a wire value of `column` (0 date … 6 country); None: refused.
+
+        Why a value was refused is worked out again only for refused records
+        (`_date_reject`, `_PART_REJECTS`), so accepted ones pay nothing for it.
+        """
         value: Any
         if column == 0:
             try:
                 value = parse_usage_date(text)
             except ProtocolError:
                 value = None
+            if value is not None and value > self._latest_day:
+                value = None
         elif column == 1:
-            value = domain_normalise(text)[: _WIDTH["domain"]]
+            value = domain_normalise(text)
         elif column == 3:
             value = asn_normalise(text)
         elif column == 5:
-            value = text.strip().upper()[: _WIDTH["code"]]
+            value = country_code_normalise(text)
         else:
-            value = text[: _WIDTH[("", "", "member", "", "network", "", "country")[column]]]
+            value = text
+        if column and value is not None and len(value) > _WIDTH[_COLUMN_WIDTHS[column]]:
+            value = None
         part = None if value is None else (value, self._table.index(value))
         memo = self._memos[column]
         if len(memo) < self._MEMO_MAX:
@@ -169,7 +240,10 @@ class UsageNormaliser:
         self, reply: UsageReply, records: UsageRecords, day: date | None, cache: UsageHitsCache | None
     ) -> ReplyDigest:
         # Called again from the start if the decoder's fast path gives up part way.
-        node_id = reply.node_id[: _WIDTH["node_id"]]
+        node_id = reply.node_id
+        if len(node_id) > _WIDTH["node_id"]:
+            # Every row of the reply would carry it: the reply is refused, not its records.
+            raise ProtocolError("node_id_too_long", f"nodeID of {len(node_id)} characters: {node_id[:64]!r}")
         rejected: Counter[str] = Counter()
         raws = records.raws
         known: StoredDay | None = None
@@ -196,7 +270,7 @@ class UsageNormaliser:
             _, date_text, domain, member, code, asn, network, country, hits, is_ipv6 = record
             day_part = dates[date_text] if date_text in dates else part(0, date_text)
             if day_part is None:
-                rejected["invalid_date"] += 1
+                rejected[_date_reject(date_text)] += 1
                 continue
             if hits < 0 or hits > HITS_MAX:
                 rejected["hits_out_of_range"] += 1
@@ -207,16 +281,27 @@ class UsageNormaliser:
             network_part = networks.get(network) or part(4, network)
             code_part = codes.get(code) or part(5, code)
             country_part = countries.get(country) or part(6, country)
+            if (
+                domain_part is None
+                or member_part is None
+                or asn_part is None
+                or network_part is None
+                or code_part is None
+                or country_part is None
+            ):
+                parts_of = (None, domain_part, member_part, asn_part, network_part, code_part, country_part)
+                rejected[_PART_REJECTS[parts_of.index(None, 1)]] += 1
+                continue
             key_hash = hash(
                 (
                     node_id,
                     day_part[0],
-                    domain_part[0],  # type: ignore[index]
-                    member_part[0],  # type: ignore[index]
-                    asn_part[0],  # type: ignore[index]
-                    network_part[0],  # type: ignore[index]
-                    code_part[0],  # type: ignore[index]
-                    country_part[0],  # type: ignore[index]
+                    domain_part[0],
+                    member_part[0],
+                    asn_part[0],
+                    network_part[0],
+                    code_part[0],
+                    country_part[0],
                     1 if is_ipv6 else 0,
                 )
             )
@@ -232,12 +317,12 @@ class UsageNormaliser:
             add_parts(
                 (
                     day_part[1],
-                    domain_part[1],  # type: ignore[index]
-                    member_part[1],  # type: ignore[index]
-                    asn_part[1],  # type: ignore[index]
-                    network_part[1],  # type: ignore[index]
-                    code_part[1],  # type: ignore[index]
-                    country_part[1],  # type: ignore[index]
+                    domain_part[1],
+                    member_part[1],
+                    asn_part[1],
+                    network_part[1],
+                    code_part[1],
+                    country_part[1],
                     ipv6_index if is_ipv6 else ipv4_index,
                 )
             )
@@ -304,6 +389,7 @@ class UsageCollector:
         max_reply_bytes: int = MAX_REPLY_BYTES,
         on_reply_heard: Callable[[str], None] | None = None,
         on_stored: Callable[[UsageStoreResult], Awaitable[None] | None] | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.nc = nc
         self.node_id = node_id
@@ -315,7 +401,7 @@ class UsageCollector:
         self.max_reply_bytes = max_reply_bytes
         self.on_reply_heard = on_reply_heard
         self.on_stored = on_stored
-        self.normaliser = UsageNormaliser()
+        self.normaliser = UsageNormaliser(clock=clock)
         self._last_inbox_ns = 0
 
     def _inbox(self) -> str:
@@ -491,7 +577,7 @@ class UsageCollector:
         started = time.perf_counter()
         try:
             stored: UsageStoreResult = await self.db.run(
-                usage_reply_store, node_id=digest.node_id[: _WIDTH["node_id"]], rows=digest.rows, cache=self.cache
+                usage_reply_store, node_id=digest.node_id, rows=digest.rows, cache=self.cache
             )
         except Exception as exc:
             logger.exception("event=usage_store_failed node_id=%s rows=%d", digest.node_id, len(digest.rows))

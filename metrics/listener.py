@@ -274,6 +274,7 @@ class NatsListener:
             max_reply_bytes=self.config.max_reply_bytes,
             on_reply_heard=lambda node_id: self.node_heard(node_id, role_hint=ROLE_DNS),
             on_stored=self._usage_stored,
+            clock=self.clock,  # records dated after tomorrow by this clock are refused
         )
         # No queue groups and no `>`: exactly the subjects of §2.
         limits = {"pending_msgs_limit": 1_000_000, "pending_bytes_limit": 128 * 1024 * 1024}

@@ -375,8 +375,12 @@ class MatrixClient:
             retry_after: float | None = None
             if isinstance(payload.get("retry_after_ms"), int | float):
                 retry_after = payload["retry_after_ms"] / 1000.0
-            elif exc.headers and exc.headers.get("Retry-After", "").strip().isdigit():
-                retry_after = float(exc.headers["Retry-After"].strip())
+            elif exc.headers:
+                header = exc.headers.get("Retry-After", "").strip()
+                # Delay-seconds are ASCII digits; str.isdigit() also says yes to "²", which
+                # float() refuses.
+                if header.isascii() and header.isdigit():
+                    retry_after = float(header)
             return MatrixResponse(status=exc.code, body=payload, retry_after=retry_after)
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, refused or cut connections
             reason = getattr(exc, "reason", exc)

@@ -60,7 +60,9 @@ class ProtocolError(ValueError):
 
 # --- times -------------------------------------------------------------------------------
 
-_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})")
+# Every pattern of the parser is re.ASCII: without it `\d` also matches other scripts'
+# digits (`٢٠٢٦` is Arabic-Indic 2026), which int() then reads as numbers; Go takes 0-9 only.
+_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,14 @@ class GoTime:
             wall = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz)
         except ValueError as exc:
             raise ProtocolError("invalid_time", f"not a valid time: {text[:64]!r}") from exc
+        try:
+            # Converted once here, so that `.utc` never raises later (the fraction, under a
+            # second, cannot cross 9999-12-31 23:59:59). Go's years run past 9999:
+            # `9999-12-31T23:59:59-01:00` is year 10000 in UTC, `0001-01-01T00:00:00+01:00`
+            # is year 0, and Python's datetime holds neither.
+            wall.astimezone(UTC)
+        except OverflowError as exc:
+            raise ProtocolError("invalid_time", f"time out of range in UTC: {text[:64]!r}") from exc
         nanosecond = int(fraction.ljust(9, "0")) if fraction else 0
         return cls(wall=wall, nanosecond=nanosecond)
 
@@ -134,7 +144,7 @@ ZERO_TIME = GoTime(wall=datetime(1, 1, 1, tzinfo=UTC))
 # --- Go-compatible JSON encoding ---------------------------------------------------------
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
-_NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]')
+_NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]', re.ASCII)
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -217,10 +227,31 @@ def _go_number(text: str) -> float:
     return number
 
 
+# A JSON string may escape a lone UTF-16 surrogate (`"\ud800"`). Python decodes it into a
+# str that utf8mb4 cannot encode, so the row's write fails and the outage or usage is lost;
+# Go's decoder puts U+FFFD in its place, and so do we, before decoding. A surrogate escape is
+# rare, so the whole text is only rewritten when the quick search finds one. An escape is
+# only one when the backslashes before it are even in number (`\\ud800` is text).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
+_LONE_SURROGATE_ESCAPE = re.compile(
+    r"(?<!\\)((?:\\\\)*)"
+    r"(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})",
+    re.ASCII,
+)
+
+
+def _without_lone_surrogates(text: str) -> str:
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return text
+    return _LONE_SURROGATE_ESCAPE.sub(lambda match: match.group(1) + "\\ufffd", text)
+
+
 def _loads(
     data: bytes | str, *, numbers_as_float: bool, hook: Callable[[list[tuple[str, Any]]], Any] | None = None
 ) -> Any:
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes | bytearray | memoryview) else data
+    text = _without_lone_surrogates(text)
     try:
         if numbers_as_float:
             return json.loads(text, parse_int=_go_number, parse_float=_go_number, parse_constant=_reject_constant)
@@ -590,8 +621,8 @@ class UsageRequest:
         return go_json(self).encode()
 
 
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.ASCII)
 
 
 def parse_usage_date(text: str) -> date:

@@ -50,7 +50,7 @@ def whole_seconds(moment: datetime) -> datetime:
 
 # --- identities and their normal forms (DECISIONS 3, 4, 8) -------------------------------
 
-_PORT = re.compile(r":\d*$")
+_PORT = re.compile(r":\d*$", re.ASCII)  # a port is 0-9, not any script's digits
 
 
 def domain_normalise(name: str) -> str:
@@ -69,6 +69,41 @@ def endpoint_normalise(url: str) -> str:
         return text.rstrip("/")
     host, slash, path = rest.partition("/")
     return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
+
+
+# Column widths (characters) of the identity columns of member_events, pending_recoveries
+# and finalize_applied. A longer value is refused, not cut: two identities that differ only
+# after the cut would become one, and one's recovery would close the other's outage.
+_IDENTITY_WIDTHS = (
+    ("check_name", 64, "check_name_too_long"),
+    ("member_name", 128, "member_name_too_long"),
+    ("domain_name", 128, "domain_name_too_long"),
+    ("endpoint", 256, "endpoint_too_long"),
+)
+PROPOSAL_ID_WIDTH = 128
+# `error` is TEXT: 65,535 bytes of utf8mb4 in MySQL (not characters).
+ERROR_TEXT_MAX_BYTES = 65_535
+_TRUNCATION_MARK = "…"
+
+
+def error_text_for_storage(text: str) -> str | None:
+    """ErrorText for the TEXT column: None when empty, cut to 65,535 UTF-8 bytes when longer.
+
+    A monitor may put a whole HTTP body in ErrorText; the outage matters more than the end
+    of its text. The cut falls on a character boundary and ends in `…`, so that a reader
+    sees the text was cut.
+    """
+    if not text:
+        return None
+    if len(text) * 4 <= ERROR_TEXT_MAX_BYTES:
+        return text  # the usual short text: no character takes more than 4 bytes
+    # "surrogatepass": a lone surrogate (JSON `\ud800`) is measured, not raised on, here.
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= ERROR_TEXT_MAX_BYTES:
+        return text
+    room = ERROR_TEXT_MAX_BYTES - len(_TRUNCATION_MARK.encode("utf-8"))
+    # Decoding with "ignore" drops the partial character a byte cut may leave at the end.
+    return encoded[:room].decode("utf-8", "ignore") + _TRUNCATION_MARK
 
 
 class FinalizeRejected(ValueError):
@@ -113,7 +148,7 @@ class EventIdentity:
             # §3.2), which adoption turned into ''. Matching '' lets such an open row close,
             # and keeps the Go history as it was rather than rewriting its endpoints.
             endpoint_forms.append("")
-        return cls(
+        identity = cls(
             check_type=check_type,
             check_name=proposal.check_name,
             endpoint=endpoint,
@@ -123,6 +158,12 @@ class EventIdentity:
             endpoint_forms=tuple(dict.fromkeys(endpoint_forms)),
             domain_forms=tuple(dict.fromkeys([domain, proposal.domain_name])),
         )
+        for column, width, reason in _IDENTITY_WIDTHS:
+            # Measured in the stored (normalised) form: that is what must fit the column.
+            value = getattr(identity, column)
+            if len(value) > width:
+                raise FinalizeRejected(reason, f"{column} of {len(value)} characters (at most {width}): {value[:64]!r}")
+        return identity
 
     def columns(self) -> dict[str, Any]:
         return {
@@ -178,6 +219,17 @@ class FinalizeOutcome:
         return self.action == FinalizeAction.CLOSED
 
 
+def _future_tolerance() -> timedelta:
+    """How far a DecidedAt may be ahead of our clock: NATS_FINALIZE_FUTURE_TOLERANCE_SECONDS.
+
+    A finalize is published the moment it is decided and arrives within a second, so a
+    DecidedAt ahead of us is the deciding monitor's clock running fast. NTP keeps clocks
+    within well under a second; 5 minutes (300 s, Kerberos' default limit for clock skew)
+    also lets a VM whose NTP lapsed for a while through, and still refuses a wrong date.
+    """
+    return timedelta(seconds=float(getattr(settings, "NATS_FINALIZE_FUTURE_TOLERANCE_SECONDS", 300)))
+
+
 def _pending_ttl() -> timedelta:
     return timedelta(seconds=int(getattr(settings, "NATS_PENDING_ONLINE_SECONDS", 3600)))
 
@@ -200,10 +252,27 @@ def downtime_finalize(
     if not message.passed:
         return FinalizeOutcome(FinalizeAction.IGNORED)
     identity = EventIdentity.from_finalize(message)
+    if len(message.proposal.id) > PROPOSAL_ID_WIDTH:
+        # The ID is the idempotency key: cut, two decisions would count as one.
+        raise FinalizeRejected(
+            "proposal_id_too_long",
+            f"proposal ID of {len(message.proposal.id)} characters: {message.proposal.id[:64]!r}",
+        )
     if message.decided_at.is_zero:
         # A missing DecidedAt decodes to Go's zero time: it would open an outage at
         # 0001-01-01 (or close one at its own start). There is no time to use instead.
         raise FinalizeRejected("missing_decided_at", f"finalize {message.proposal.id[:64]!r} has no DecidedAt")
+    decided_at = message.decided_at.utc
+    if decided_at > now + _future_tolerance():
+        # An open row starting in the future swallows every real outage of its identity
+        # until then (they merge into it), and its recovery closes it at its own start. Only
+        # the future is refused: a finalize held while the DB was down, or replayed from the
+        # durable stream, is rightly in the past by the time it is applied.
+        raise FinalizeRejected(
+            "decided_in_future",
+            f"finalize {message.proposal.id[:64]!r} DecidedAt {message.decided_at.format()} is "
+            f"{(decided_at - now).total_seconds():.0f} s after our clock ({now.isoformat()})",
+        )
     for attempt in range(3):
         try:
             with transaction.atomic():
@@ -283,7 +352,7 @@ def _apply_offline(
     row_values = {
         **identity.columns(),
         "start_time": decided,
-        "error": proposal.error_text or None,
+        "error": error_text_for_storage(proposal.error_text),
         "vote_data": _merge_votes(None, votes),
         # The proposal's Data as Go stores it (DECISIONS 5): a nil map is JSON `null`.
         "additional_data": data_for_storage(proposal.data) if proposal.data is not None else json_null(),

@@ -554,7 +554,8 @@ class SimulatedNetwork:
     async def publish_backfill_month(self, year: int, month: int, *, per_day: float | None = None) -> int:
         """Outages with past DecidedAt spread over a month, published at once."""
         first = datetime(year, month, 1, tzinfo=UTC)
-        following = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+        # This month's backfill stops at now: a DecidedAt ahead of the collator is refused.
+        following = min(datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC), self.clock())
         rate = (self.options.outages_per_hour * 24) if per_day is None else per_day
         moment = first
         count = 0
@@ -595,8 +596,15 @@ class SimulatedNetwork:
 
     async def _live_outage(self, outage: PublishedOutage) -> None:
         if outage.crossed:
-            # Crossed messages: both decisions are published together, online first.
-            await self.publish_outage(outage)
+            # Crossed messages: both decisions are published together, online first, once
+            # the outage is over. Published at its start, the online's DecidedAt would lie in
+            # the future, which no monitor sends and the collator refuses (decided_in_future).
+            try:
+                await asyncio.sleep((outage.end - outage.start).total_seconds())
+            finally:
+                outage.end = self.clock()
+                with contextlib.suppress(Exception):  # the connection may be gone at shutdown
+                    await self.publish_outage(outage)
             return
         await self._decide(outage, online=False)
         try:

@@ -841,8 +841,12 @@ def test_it_refuses_to_start_with_a_set_me_value(homeserver: FakeMatrixServer) -
 
 
 async def apply(message: FinalizeMessage) -> FinalizeOutcome:
-    """What NatsListener.finalize_apply does: the write on a DB thread, then the hooks."""
-    outcome = await in_thread(lambda: downtime_finalize(message=message, now=T0, votes={}))
+    """What NatsListener.finalize_apply does: the write on a DB thread, then the hooks.
+
+    Each decision arrives as it is made: the clock reads its DecidedAt (a DecidedAt ahead of
+    the clock is refused as decided_in_future)."""
+    now = message.decided_at.utc
+    outcome = await in_thread(lambda: downtime_finalize(message=message, now=now, votes={}))
     alerts_finalize_hook(message, outcome)
     return outcome
 

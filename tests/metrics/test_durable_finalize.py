@@ -13,7 +13,7 @@ from metrics.durable_finalize import DurableFinalizeConfig
 from metrics.listener import NatsListener
 from metrics.models import FinalizeApplied, MemberEvent
 from tests.metrics.finalize_factory import finalize
-from tests.metrics.nats_peers import wait_until, with_listener
+from tests.metrics.nats_peers import SettableClock, wait_until, with_listener
 from tests.metrics.test_listener import publish_finalizes
 from tests.nats_server import NatsServer
 from tests.tcp_proxy import database_through_proxy
@@ -89,6 +89,38 @@ def test_it_applies_finalizes_published_while_the_listener_was_stopped_once(nats
     assert info.state.messages == 4
     assert (consumer.num_pending, consumer.num_ack_pending, consumer.delivered.stream_seq) == (0, 0, 4)
     assert FinalizeApplied.objects.count() == 2
+
+
+def test_it_applies_a_replayed_finalize_from_the_past_and_refuses_one_from_the_future_for_good(
+    nats_server: NatsServer,
+) -> None:
+    """Published while the listener was stopped, replayed a week later by its clock: the
+    real outage of 4 December is applied (only the future is refused); the one dated 2030
+    is refused as decided_in_future and acknowledged, so it is never delivered again."""
+    clock = SettableClock(at("2026-12-04 06:00:00"))
+
+    async def idle(listener: NatsListener) -> None:
+        assert listener.durable is not None
+
+    asyncio.run(with_listener(nats_server.url, idle, clock=clock, durable_finalize=True, durable=STREAM))
+    messages = [
+        finalize("evil", online=False, decided_at="2030-01-01T00:00:00Z"),
+        finalize("off", online=False, decided_at="2026-12-04T06:00:00Z"),
+        finalize("on", online=True, decided_at="2026-12-04T06:30:00Z"),
+    ]
+    asyncio.run(publish_finalizes(nats_server.url, [("MONITOR-1", m) for m in messages]))
+    clock.now = at("2026-12-11 06:00:00")
+
+    async def catch_up(listener: NatsListener) -> dict[str, int]:
+        await wait_until(lambda: applied(listener) == 2, timeout=20)
+        await asyncio.sleep(0.3)
+        return dict(listener.counters.rejects)
+
+    rejects = asyncio.run(with_listener(nats_server.url, catch_up, clock=clock, durable_finalize=True, durable=STREAM))
+    assert rejects == {"decided_in_future": 1}
+    assert rows() == [("off", 1, at("2026-12-04 06:00:00"), at("2026-12-04 06:30:00"))]
+    _, consumer = asyncio.run(stream_state(nats_server.url))
+    assert (consumer.num_pending, consumer.num_ack_pending, consumer.delivered.stream_seq) == (0, 0, 3)
 
 
 @pytest.mark.mysql_only

@@ -411,6 +411,37 @@ def test_it_stores_unsolicited_usage_data(nats_server: NatsServer) -> None:
     assert [(r[1], r[-1]) for r in usage_rows()] == [("DNS-09", 77)]
 
 
+def test_it_stores_the_rest_of_a_reply_and_counts_each_refused_record(nats_server: NatsServer) -> None:
+    """The tester's EVIL-DNS reply: a record dated 9999-12-31 was stored (and became
+    /api/health's last usage date); `AUT` was stored as `AU`, Australia, next to Austria."""
+    clock = SettableClock(at("2025-03-14 12:00:00"))
+    reply = usage_reply(
+        "EVIL-DNS",
+        [
+            record(1, date="9999-12-31"),
+            record(2, date="2025-03-16T00:00:00Z"),
+            record(3, code="AUT", country="Austria"),
+            record(4, member="m" * 129),
+            record(5),
+        ],
+    )
+
+    async def body(listener: NatsListener) -> None:
+        nc = await peer(nats_server.url, "EVIL-DNS")
+        await nc.publish(SUBJECT_USAGE_DATA, reply)
+        await nc.drain()
+        await wait_until_db(lambda: RequestStat.objects.exists())
+        await wait_until(lambda: sum(listener.counters.rejects.values()) == 4)
+        assert dict(listener.counters.rejects) == {
+            "date_in_future": 2,
+            "invalid_country_code": 1,
+            "member_name_too_long": 1,
+        }
+
+    asyncio.run(with_listener(nats_server.url, body, clock=clock))
+    assert [(r[1], r[-1]) for r in usage_rows()] == [("EVIL-DNS", 5)]
+
+
 def test_it_rejects_and_counts_a_finalize_without_decided_at_and_keeps_going(nats_server: NatsServer) -> None:
     """A missing DecidedAt decodes to Go's zero time; it must not open an outage at 0001-01-01."""
     good = finalize("good", online=False, decided_at="2025-03-01T00:00:00Z")
@@ -429,6 +460,101 @@ def test_it_rejects_and_counts_a_finalize_without_decided_at_and_keeps_going(nat
 
     asyncio.run(with_listener(nats_server.url, body))
     assert event_rows() == [("3", ENDPOINT, 0, at("2025-03-01 00:00:00"), None, "good", None)]
+
+
+def test_it_refuses_and_counts_a_finalize_decided_in_the_future_and_keeps_the_real_outage(
+    nats_server: NatsServer,
+) -> None:
+    """An offline dated 2030 used to open a row that swallowed the real 06:00–06:30 outage."""
+    clock = SettableClock(at("2026-12-04 06:45:00"))
+    messages = [
+        finalize("evil", online=False, decided_at="2030-01-01T00:00:00Z"),
+        finalize("off", online=False, decided_at="2026-12-04T06:00:00Z"),
+        finalize("on", online=True, decided_at="2026-12-04T06:30:00Z"),
+    ]
+
+    async def body(listener: NatsListener) -> None:
+        await publish_finalizes(nats_server.url, [("MONITOR-1", m) for m in messages])
+        await wait_until(lambda: finalized(listener) == 2)
+        assert dict(listener.counters.rejects) == {"decided_in_future": 1}
+        assert dict(listener.counters.finalize) == {"opened": 1, "closed": 1}
+
+    asyncio.run(with_listener(nats_server.url, body, clock=clock))
+    assert event_rows() == [("3", ENDPOINT, 1, at("2026-12-04 06:00:00"), at("2026-12-04 06:30:00"), "off", "on")]
+
+
+def test_it_keeps_an_outage_whose_error_text_is_longer_than_the_column(nats_server: NatsServer) -> None:
+    """100,000 bytes of ErrorText were a db_error (Data too long) and the outage was lost."""
+    offline = finalize("big", online=False, decided_at="2025-03-01T00:00:00Z", error="e" * 100_000)
+
+    async def body(listener: NatsListener) -> None:
+        await publish_finalizes(nats_server.url, [("MONITOR-1", offline)])
+        await wait_until(lambda: finalized(listener) == 1)
+        assert dict(listener.counters.rejects) == {}
+        assert dict(listener.counters.finalize) == {"opened": 1}
+
+    asyncio.run(with_listener(nats_server.url, body))
+    assert event_rows() == [("3", ENDPOINT, 0, at("2025-03-01 00:00:00"), None, "big", None)]
+    error = MemberEvent.objects.get().error
+    assert (len(error.encode()), error.endswith("e…")) == (65_535, True)
+
+
+def test_it_counts_over_long_identity_fields_as_rejects_not_db_errors(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    long_fields = [
+        finalize("c", online=False, decided_at="2025-03-01T00:00:00Z", check_name="c" * 65),
+        finalize("m", online=False, decided_at="2025-03-01T00:00:00Z", member="m" * 129),
+        finalize("d", online=False, decided_at="2025-03-01T00:00:00Z", domain="d" * 129),
+        finalize("e", online=False, decided_at="2025-03-01T00:00:00Z", endpoint="wss://x/" + "k" * 249),
+    ]
+    good = finalize("good", online=False, decided_at="2025-03-01T00:00:00Z")
+
+    async def body(listener: NatsListener) -> None:
+        await publish_finalizes(nats_server.url, [("MONITOR-1", m) for m in [*long_fields, good]])
+        await wait_until(lambda: finalized(listener) == 1)
+        assert dict(listener.counters.rejects) == {
+            "check_name_too_long": 1,
+            "member_name_too_long": 1,
+            "domain_name_too_long": 1,
+            "endpoint_too_long": 1,
+        }
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(with_listener(nats_server.url, body))
+    assert event_rows() == [("3", ENDPOINT, 0, at("2025-03-01 00:00:00"), None, "good", None)]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_it_counts_a_decided_at_out_of_range_in_utc_as_invalid_time(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Year 10000 and year 0 in UTC were an OverflowError, counted as db_error at ERROR level;
+    Arabic-Indic digits were read as 2026."""
+    good = finalize("good", online=False, decided_at="2025-03-01T00:00:00Z")
+    wire = good.to_json()
+    out_of_range = [
+        wire.replace(b'"DecidedAt":"2025-03-01T00:00:00Z"', f'"DecidedAt":"{text}"'.encode())
+        for text in (
+            "9999-12-31T23:59:59-01:00",
+            "0001-01-01T00:00:00+01:00",
+            "\u0662\u0660\u0662\u0666-12-04T08:00:00Z",
+        )
+    ]
+    assert all(message.count(b"2025-03-01T00:00:00Z") == 1 for message in out_of_range)  # the Timestamp
+
+    async def body(listener: NatsListener) -> None:
+        nc = await peer(nats_server.url, "MONITOR-1")
+        for message in [*out_of_range, wire]:
+            await nc.publish(SUBJECT_FINALIZE, message)
+        await nc.drain()
+        await wait_until(lambda: finalized(listener) == 1)
+        assert dict(listener.counters.rejects) == {"invalid_time": 3}
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(with_listener(nats_server.url, body))
+    assert event_rows() == [("3", ENDPOINT, 0, at("2025-03-01 00:00:00"), None, "good", None)]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def collator_join(last_heard: str) -> bytes:

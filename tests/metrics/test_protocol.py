@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -165,6 +166,15 @@ def test_it_sorts_map_keys_by_bytes() -> None:
         ("2025-02-28T19:00:00-05:00", datetime(2025, 3, 1, 0, 0, tzinfo=UTC), 0, "2025-02-28T19:00:00-05:00"),
         ("2025-03-01T00:00:00+00:00", datetime(2025, 3, 1, tzinfo=UTC), 0, "2025-03-01T00:00:00Z"),
         ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC), 0, "0001-01-01T00:00:00Z"),
+        # The edges of what a datetime holds in UTC, from either side.
+        ("0001-01-01T00:00:00-01:00", datetime(1, 1, 1, 1, tzinfo=UTC), 0, "0001-01-01T00:00:00-01:00"),
+        (
+            "9999-12-31T23:59:59.999999999Z",
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            999999999,
+            "9999-12-31T23:59:59.999999999Z",
+        ),
+        ("9999-12-31T23:59:59+01:00", datetime(9999, 12, 31, 22, 59, 59, tzinfo=UTC), 0, "9999-12-31T23:59:59+01:00"),
     ],
 )
 def test_it_parses_and_formats_go_times(text: str, utc: datetime, nanos: int, formatted: str) -> None:
@@ -181,6 +191,13 @@ def test_it_parses_and_formats_go_times(text: str, utc: datetime, nanos: int, fo
         "2025-03-01T00:00:00.1234567891Z",
         "2025-02-30T00:00:00Z",
         "2025-03-01T00:00:00+24:00",
+        # Digits of other scripts (here Arabic-Indic) are not digits to Go.
+        "\u0662\u0660\u0662\u0666-12-04T08:00:00Z",
+        "2026-12-04T08:00:00.\u0661Z",
+        "2026-12-04T08:00:00+\u0660\u0661:00",
+        # Out of range once in UTC (year 10000, year 0): they were an OverflowError, later.
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
     ],
 )
 def test_it_refuses_times_go_refuses(text: str) -> None:
@@ -215,6 +232,9 @@ def test_it_matches_keys_case_insensitively_ignores_unknown_ones_and_reads_null_
         (FinalizeMessage, b'{"Proposal":{"ID":5}}', "wrong_type"),
         (FinalizeMessage, b'{"Proposal":{"Data":[1]}}', "wrong_type"),
         (FinalizeMessage, b'{"DecidedAt":"yesterday"}', "invalid_time"),
+        (FinalizeMessage, b'{"DecidedAt":"9999-12-31T23:59:59-01:00"}', "invalid_time"),
+        (FinalizeMessage, b'{"Proposal":{"Timestamp":"0001-01-01T00:00:00+01:00"}}', "invalid_time"),
+        (FinalizeMessage, '{"DecidedAt":"\u0662\u0660\u0662\u0666-12-04T08:00:00Z"}'.encode(), "invalid_time"),
         (FinalizeMessage, b'{"DecidedAt":1700000000}', "wrong_type"),
         (FinalizeMessage, b'{"Proposal":{"Data":{"x":NaN}}}', "invalid_json"),
         (FinalizeMessage, b'{"Proposal":{"Data":{"x":1e999}}}', "invalid_json"),
@@ -346,10 +366,57 @@ def test_it_parses_the_three_usage_date_forms(text: str) -> None:
     assert parse_usage_date(text).isoformat() == "2025-03-14"
 
 
-@pytest.mark.parametrize("text", ["", "14/03/2025", "2025-3-14", "2025-02-30"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "14/03/2025",
+        "2025-3-14",
+        "2025-02-30",
+        "\u0662\u0660\u0662\u0665-03-14",
+        # The time part was matched with Unicode `\d` and then not looked at again.
+        "2025-03-14 \u0660\u0660:\u0660\u0660:\u0660\u0660",
+        "9999-12-31T23:00:00-01:00",  # year 10000 in UTC
+    ],
+)
 def test_it_refuses_other_usage_dates(text: str) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as raised:
         parse_usage_date(text)
+    assert raised.value.reason == "invalid_date"
+
+
+@pytest.mark.parametrize(
+    ("wire", "text"),
+    [
+        (rb'"x\ud800y"', "x\ufffdy"),  # a lone high surrogate
+        (rb'"\udc00"', "\ufffd"),  # a lone low one
+        (rb'"a\ud83d"', "a\ufffd"),  # a high one at the end
+        (rb'"\ud800\ud800\udc00"', "\ufffd\U00010000"),  # a lone high, then a pair
+        (rb'"\ud83d\ude00"', "\U0001f600"),  # a pair: one character, kept
+        (rb'"\uD83D\uDE00"', "\U0001f600"),
+        (rb'"\\ud800"', "\\ud800"),  # an escaped backslash: text, not an escape
+        (rb'"\\\ud800"', "\\\ufffd"),  # a backslash, then an escape
+    ],
+)
+def test_it_reads_a_lone_surrogate_escape_as_the_replacement_character(wire: bytes, text: str) -> None:
+    """As Go does; Python would give a str that no utf8mb4 column can store."""
+    decoded = protocol_module._loads(b'{"ErrorText":' + wire + b"}", numbers_as_float=True)["ErrorText"]
+
+    assert decoded == text
+    decoded.encode("utf-8")  # storable
+
+
+def test_it_compiles_every_pattern_of_the_parser_ascii_only() -> None:
+    patterns = {name: value for name, value in vars(protocol_module).items() if isinstance(value, re.Pattern)}
+    assert sorted(patterns) == [
+        "_DATE_ONLY",
+        "_DATE_TIME",
+        "_LONE_SURROGATE_ESCAPE",
+        "_NEEDS_ESCAPE",
+        "_SURROGATE_ESCAPE",
+        "_TIME_RE",
+    ]
+    assert [name for name, pattern in sorted(patterns.items()) if not pattern.flags & re.ASCII] == []
 
 
 def test_it_writes_the_collator_join_as_the_reference_does() -> None:

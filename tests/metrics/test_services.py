@@ -5,7 +5,8 @@ Times in the rows are whole seconds: DecidedAt 00:59:42.004931 is stored as 00:5
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -13,10 +14,12 @@ from django.db import connection
 from metrics.models import FinalizeApplied, MemberEvent, PendingRecovery
 from metrics.protocol import FinalizeMessage
 from metrics.services import (
+    ERROR_TEXT_MAX_BYTES,
     FinalizeRejected,
     domain_normalise,
     downtime_finalize,
     endpoint_normalise,
+    error_text_for_storage,
 )
 from tests.metrics.finalize_factory import finalize
 
@@ -157,12 +160,13 @@ def test_it_closes_an_adopted_domain_row_whose_endpoint_was_null() -> None:
         start_time=at("2026-01-06 00:00:00"),
     )
     domain = {"check_type": "domain", "check_name": "ssl", "domain": "rpc.ibp.network", "member": "Amforc"}
+    now = at("2026-01-06 03:00:00")
 
     offline = downtime_finalize(
-        message=finalize("d1", online=False, decided_at="2026-01-06T00:05:00Z", **domain), now=NOW
+        message=finalize("d1", online=False, decided_at="2026-01-06T00:05:00Z", **domain), now=now
     )
     online = downtime_finalize(
-        message=finalize("d2", online=True, decided_at="2026-01-06T02:30:00Z", **domain), now=NOW
+        message=finalize("d2", online=True, decided_at="2026-01-06T02:30:00Z", **domain), now=now
     )
 
     # The same outage, still open: merged into the adopted row, no second open row.
@@ -252,6 +256,8 @@ def test_it_stores_identity_columns_per_check_type_and_data_as_go_would() -> Non
         ("rpc.dotters.network:443", "rpc.dotters.network"),
         (" rpc.dotters.network.:8443 ", "rpc.dotters.network"),
         ("", ""),
+        # A port is ASCII digits: Arabic-Indic ٤٤٣ is not one, and the name is kept as sent.
+        ("rpc.dotters.network:\u0664\u0664\u0663", "rpc.dotters.network:\u0664\u0664\u0663"),
     ],
 )
 def test_it_normalises_domains(raw: str, expected: str) -> None:
@@ -268,3 +274,161 @@ def test_it_normalises_domains(raw: str, expected: str) -> None:
 )
 def test_it_normalises_endpoints(raw: str, expected: str) -> None:
     assert endpoint_normalise(raw) == expected
+
+
+# --- refused before they reach the table: times from the future, over-long identities ---------
+
+REAL_CLOCK = at("2026-12-04 06:45:00")
+
+
+def test_it_refuses_a_decided_at_from_the_future_and_keeps_the_real_outage() -> None:
+    """The tester's case: an offline dated 2030 would open a row that the real 06:00 offline
+    merges into and the 06:30 online closes at 2030 (a 0 s outage; the real 30 min lost)."""
+    with pytest.raises(FinalizeRejected) as raised:
+        downtime_finalize(message=finalize("evil", online=False, decided_at="2030-01-01T00:00:00Z"), now=REAL_CLOCK)
+    assert raised.value.reason == "decided_in_future"
+    assert str(raised.value) == (
+        "finalize 'evil' DecidedAt 2030-01-01T00:00:00Z is 97089300 s after our clock (2026-12-04T06:45:00+00:00)"
+    )
+
+    opened = downtime_finalize(message=finalize("off", online=False, decided_at="2026-12-04T06:00:00Z"), now=REAL_CLOCK)
+    closed = downtime_finalize(message=finalize("on", online=True, decided_at="2026-12-04T06:30:00Z"), now=REAL_CLOCK)
+
+    assert (opened.action, closed.action) == ("opened", "closed")
+    assert event_rows() == [("3", ENDPOINT, 1, at("2026-12-04 06:00:00"), at("2026-12-04 06:30:00"), "off", "on")]
+    # Nothing of the refused decision is kept: not even as applied.
+    assert sorted(FinalizeApplied.objects.values_list("proposal_id", flat=True)) == ["off", "on"]
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_it_refuses_a_year_2999_decision_either_way(online: bool) -> None:
+    """A future online would close a real outage in 2999; a future offline would show as
+    ongoing with a negative duration."""
+    downtime_finalize(message=finalize("open", online=False, decided_at="2026-12-04T06:00:00Z"), now=REAL_CLOCK)
+    with pytest.raises(FinalizeRejected) as raised:
+        downtime_finalize(message=finalize("x", online=online, decided_at="2999-01-01T00:00:00Z"), now=REAL_CLOCK)
+    assert raised.value.reason == "decided_in_future"
+    assert event_rows() == [("3", ENDPOINT, 0, at("2026-12-04 06:00:00"), None, "open", None)]
+    assert PendingRecovery.objects.count() == 0
+
+
+def test_it_takes_a_decided_at_up_to_five_minutes_ahead_of_the_clock() -> None:
+    """A monitor clock 5 min fast is still taken (clock skew); 5 min 1 s is refused."""
+    ahead = (REAL_CLOCK + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    too_far = (REAL_CLOCK + timedelta(minutes=5, seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with pytest.raises(FinalizeRejected) as raised:
+        downtime_finalize(message=finalize("b", online=False, decided_at=too_far), now=REAL_CLOCK)
+    assert raised.value.reason == "decided_in_future"
+    taken = downtime_finalize(message=finalize("a", online=False, decided_at=ahead), now=REAL_CLOCK)
+    assert taken.action == "opened"
+    assert event_rows() == [("3", ENDPOINT, 0, at("2026-12-04 06:50:00"), None, "a", None)]
+
+
+def test_it_reads_the_future_tolerance_from_the_settings(settings: Any) -> None:
+    settings.NATS_FINALIZE_FUTURE_TOLERANCE_SECONDS = 0
+    with pytest.raises(FinalizeRejected) as raised:
+        downtime_finalize(message=finalize("a", online=False, decided_at="2026-12-04T06:45:01Z"), now=REAL_CLOCK)
+    assert raised.value.reason == "decided_in_future"
+    assert downtime_finalize(
+        message=finalize("b", online=False, decided_at="2026-12-04T06:45:00Z"), now=REAL_CLOCK
+    ).opened
+
+
+def test_it_applies_a_decision_a_week_old_as_a_durable_stream_replays_it() -> None:
+    """Only the future is refused: a finalize held while the DB was down, or replayed from
+    JetStream after a restart, is applied with its own DecidedAt however old it is."""
+    later = at("2026-12-11 06:00:00")
+    downtime_finalize(message=finalize("off", online=False, decided_at="2026-12-04T06:00:00Z"), now=later)
+    downtime_finalize(message=finalize("on", online=True, decided_at="2026-12-04T06:30:00Z"), now=later)
+    assert event_rows() == [("3", ENDPOINT, 1, at("2026-12-04 06:00:00"), at("2026-12-04 06:30:00"), "off", "on")]
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("", None),
+        ("dial tcp: i/o timeout", "dial tcp: i/o timeout"),
+        ("e" * ERROR_TEXT_MAX_BYTES, "e" * ERROR_TEXT_MAX_BYTES),  # exactly full: kept whole
+        ("e" * 100_000, "e" * 65_532 + "…"),  # 65,532 bytes + the 3-byte mark = 65,535
+        ("é" * 40_000, "é" * 32_766 + "…"),  # 2-byte characters: 65,532 bytes of them
+        # 4-byte characters after one ASCII byte: the cut at byte 65,532 would split the
+        # 16,383rd emoji, so it ends after the 16,382nd (65,529 bytes) instead.
+        ("a" + "\U0001f600" * 20_000, "a" + "\U0001f600" * 16_382 + "…"),
+    ],
+    ids=["empty", "short", "exactly-full", "ascii-100000", "2-byte-chars", "4-byte-chars"],
+)
+def test_it_cuts_an_error_text_to_what_a_text_column_holds(text: str, stored: str | None) -> None:
+    assert error_text_for_storage(text) == stored
+    assert stored is None or len(stored.encode()) <= ERROR_TEXT_MAX_BYTES
+
+
+def test_it_keeps_an_outage_whose_error_text_is_over_64_kib() -> None:
+    """A 100,000-byte ErrorText was refused by MySQL (Data too long) and the outage lost."""
+    message = finalize("big", online=False, decided_at="2025-03-01T01:00:00Z", error="e" * 100_000)
+    assert downtime_finalize(message=message, now=NOW).opened
+    downtime_finalize(message=finalize("up", online=True, decided_at="2025-03-01T01:20:00Z"), now=NOW)
+    assert event_rows() == [("3", ENDPOINT, 1, at("2025-03-01 01:00:00"), at("2025-03-01 01:20:00"), "big", "up")]
+    error = MemberEvent.objects.get().error
+    assert (len(error.encode()), error[-2:]) == (65_535, "e…")
+
+
+def test_it_keeps_an_outage_whose_wire_text_holds_a_lone_surrogate() -> None:
+    """JSON `\\ud800` decoded to a str utf8mb4 cannot hold: the write failed and the outage
+    was lost. Go reads it as U+FFFD, and so does the decoder now; a real pair is kept."""
+    wire = finalize("lone", online=False, decided_at="2025-03-01T01:00:00Z", error="ERR", member="MEMBER").to_json()
+    wire = wire.replace(b'"ERR"', b'"bad \\ud800 body \\ud83d\\ude00"').replace(b'"MEMBER"', b'"Alpha\\udc00"')
+    message = FinalizeMessage.from_json(wire)
+
+    assert downtime_finalize(message=message, now=NOW).opened
+    row = MemberEvent.objects.get()
+    assert (row.member_name, row.error) == ("Alpha\ufffd", "bad \ufffd body \U0001f600")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("check_name", "c" * 65, "check_name_too_long"),
+        ("member", "m" * 129, "member_name_too_long"),
+        # Measured as stored: lower-cased, without the port and the trailing dot.
+        ("domain", "D" * 129 + ".:443", "domain_name_too_long"),
+        ("endpoint", "wss://rpc.dotters.network/" + "k" * 231, "endpoint_too_long"),
+    ],
+    ids=["check_name-65", "member-129", "domain-129", "endpoint-257"],
+)
+def test_it_refuses_identity_fields_longer_than_their_columns(field: str, value: str, reason: str) -> None:
+    """Cut to fit, two identities that differ after the cut would merge; MySQL refused them
+    as `Data too long` (a db_error). Now they are refused, by name, before any write."""
+    with pytest.raises(FinalizeRejected) as raised:
+        downtime_finalize(
+            message=finalize("long", online=False, decided_at="2025-03-01T01:00:00Z", **{field: value}), now=NOW
+        )
+    assert raised.value.reason == reason
+    assert event_rows() == []
+    assert FinalizeApplied.objects.count() == 0
+
+
+def test_it_stores_identity_fields_exactly_as_wide_as_their_columns() -> None:
+    endpoint = "wss://rpc.dotters.network/" + "k" * 230
+    message = finalize(
+        "w",
+        online=False,
+        decided_at="2025-03-01T01:00:00Z",
+        check_name="c" * 64,
+        member="m" * 128,
+        domain="d" * 128,
+        endpoint=endpoint,
+    )
+    assert downtime_finalize(message=message, now=NOW).opened
+    assert list(MemberEvent.objects.values_list("check_name", "member_name", "domain_name", "endpoint")) == [
+        ("c" * 64, "m" * 128, "d" * 128, endpoint)
+    ]
+
+
+def test_it_refuses_a_proposal_id_longer_than_its_column() -> None:
+    with pytest.raises(FinalizeRejected) as raised:
+        downtime_finalize(message=finalize("p" * 129, online=False, decided_at="2025-03-01T01:00:00Z"), now=NOW)
+    assert raised.value.reason == "proposal_id_too_long"
+    assert event_rows() == []
+    assert downtime_finalize(
+        message=finalize("p" * 128, online=False, decided_at="2025-03-01T01:00:00Z"), now=NOW
+    ).opened

@@ -150,3 +150,37 @@ def test_it_ends_its_open_outages_when_it_stops(nats_server: NatsServer) -> None
     assert opened == closed >= 2
     assert MemberEvent.objects.filter(end_time__isnull=True).count() == 0
     assert MemberEvent.objects.count() == opened
+
+
+def test_it_publishes_a_live_crossed_outage_once_it_is_over(nats_server: NatsServer) -> None:
+    """Crossed live outages (online first) used to be published at their start, the online
+    dated an hour ahead: the collator refuses that as decided_in_future, and the offline
+    then opened a row nothing closed. Published when they end (here: at the stop), each is
+    recorded closed."""
+    options = SimulatorOptions(
+        nats_url=nats_server.url,
+        dns_nodes=0,
+        monitors=3,
+        seed=7,
+        outages_per_hour=7200.0,
+        outage_minutes=(60.0, 60.0),
+        duplicate_share=0.0,
+        out_of_order_share=1.0,
+    )
+    network = SimulatedNetwork(options, SHAPE)
+
+    async def body(listener: NatsListener) -> dict[str, int]:
+        await network.start()
+        live = asyncio.create_task(network.run_outages(duration=None))
+        await asyncio.sleep(1.5)
+        assert listener.counters.finalize == {}  # nothing decided while the outages last
+        live.cancel()
+        await asyncio.gather(live, return_exceptions=True)
+        await wait_until(lambda: listener.counters.finalize.get("recorded_closed", 0) == len(network.published))
+        await network.stop()
+        return dict(listener.counters.rejects)
+
+    assert asyncio.run(with_listener(nats_server.url, body)) == {}
+    assert len(network.published) >= 1
+    assert MemberEvent.objects.filter(end_time__isnull=True).count() == 0
+    assert MemberEvent.objects.count() == len(network.published)
