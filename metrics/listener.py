@@ -90,6 +90,9 @@ ACTIVE_WINDOW = timedelta(minutes=10)
 FORGET_AFTER = timedelta(minutes=15)
 PROPOSAL_TTL = timedelta(minutes=10)
 MAX_CONSENSUS_BYTES = 256 * 1024  # a consensus message is a few hundred bytes
+# A finalize is the outage itself: any size NATS carries (1 MiB by default) is taken, and an
+# ErrorText too long for its column is cut (metrics/services.py), rather than losing the outage.
+MAX_FINALIZE_BYTES = 1024 * 1024
 MAX_CACHED_PROPOSALS = 100_000
 
 Clock = Callable[[], datetime]
@@ -288,7 +291,7 @@ class NatsListener:
             if await durable.setup():
                 self.durable = durable
         if self.durable is None:
-            await self.nc.subscribe(SUBJECT_FINALIZE, cb=self._guard(self._on_finalize, MAX_CONSENSUS_BYTES), **limits)
+            await self.nc.subscribe(SUBJECT_FINALIZE, cb=self._guard(self._on_finalize, MAX_FINALIZE_BYTES), **limits)
         # The usage collector counts and size-checks usage messages itself.
         await self.nc.subscribe(SUBJECT_USAGE_DATA, cb=self._guard(self._on_usage_data, None), **limits)
         await self.nc.flush()
@@ -576,7 +579,7 @@ class NatsListener:
     async def _on_durable_finalize(self, data: bytes, ack: DurableAck) -> None:
         """A finalize from the durable JetStream consumer: acked only once settled."""
         self.counters.message(SUBJECT_FINALIZE)
-        if len(data) > MAX_CONSENSUS_BYTES:
+        if len(data) > MAX_FINALIZE_BYTES:
             self.counters.reject("oversized", subject=SUBJECT_FINALIZE, detail=f"{len(data)} bytes")
             await ack.ack()
             return

@@ -484,19 +484,27 @@ def test_it_refuses_and_counts_a_finalize_decided_in_the_future_and_keeps_the_re
 
 
 def test_it_keeps_an_outage_whose_error_text_is_longer_than_the_column(nats_server: NatsServer) -> None:
-    """100,000 bytes of ErrorText were a db_error (Data too long) and the outage was lost."""
+    """100,000 bytes of ErrorText were a db_error (Data too long) and the outage was lost;
+    a finalize of 70,000 emoji (280,000 bytes of UTF-8) went past the 256 KiB cap of the
+    consensus subjects and was refused as oversized. Both outages are kept, the text cut to fit."""
     offline = finalize("big", online=False, decided_at="2025-03-01T00:00:00Z", error="e" * 100_000)
+    emoji = finalize(
+        "emoji", online=False, decided_at="2025-03-01T00:00:00Z", member="Beta", error="\U0001f600" * 70_000
+    )
+    assert 256 * 1024 < len(emoji.to_json()) < 1024 * 1024
 
     async def body(listener: NatsListener) -> None:
-        await publish_finalizes(nats_server.url, [("MONITOR-1", offline)])
-        await wait_until(lambda: finalized(listener) == 1)
+        await publish_finalizes(nats_server.url, [("MONITOR-1", offline), ("MONITOR-1", emoji)])
+        await wait_until(lambda: finalized(listener) == 2)
         assert dict(listener.counters.rejects) == {}
-        assert dict(listener.counters.finalize) == {"opened": 1}
+        assert dict(listener.counters.finalize) == {"opened": 2}
 
     asyncio.run(with_listener(nats_server.url, body))
-    assert event_rows() == [("3", ENDPOINT, 0, at("2025-03-01 00:00:00"), None, "big", None)]
-    error = MemberEvent.objects.get().error
-    assert (len(error.encode()), error.endswith("e…")) == (65_535, True)
+    errors = dict(MemberEvent.objects.values_list("member_name", "error"))
+    assert sorted(errors) == ["Alpha Nodes", "Beta"]
+    assert (len(errors["Alpha Nodes"].encode()), errors["Alpha Nodes"][-2:]) == (65_535, "e…")
+    # 16,383 emoji are 65,532 bytes; with the 3-byte mark, 65,535.
+    assert (len(errors["Beta"].encode()), errors["Beta"]) == (65_535, "\U0001f600" * 16_383 + "…")
 
 
 def test_it_counts_over_long_identity_fields_as_rejects_not_db_errors(
