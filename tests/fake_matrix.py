@@ -5,7 +5,7 @@ password login, send a room event, and whoami. It records every request with its
 time, issues and checks access tokens like a homeserver (an unknown token gets 401
 M_UNKNOWN_TOKEN), de-duplicates a repeated transaction id like Synapse does, and can be
 told to answer the next calls of an endpoint with scripted failures (429 with
-`retry_after_ms`, 500, a closed connection, an answer lost after the request was applied).
+`retry_after_ms` or a `Retry-After` header, 500, a closed connection, an answer lost after the request was applied).
 `go_down()` closes the listening socket (connections are refused, as with a homeserver that
 is down) and `come_back()` listens again on the same port with the same state.
 """
@@ -37,6 +37,15 @@ class Delay:
     seconds: float
     status: int = 200
     body: Any = None
+
+
+@dataclass(frozen=True)
+class WithHeaders:
+    """Scripted answer: `status` / `body` with extra response headers (e.g. Retry-After)."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,9 @@ class FakeMatrixServer:
                 with state.lock:
                     scripted = state.scripts[endpoint].popleft() if state.scripts[endpoint] else None
                     delay = 0.0
+                    extra_headers: dict[str, str] = {}
+                    if isinstance(scripted, WithHeaders):
+                        extra_headers, scripted = scripted.headers, (scripted.status, scripted.body)
                     if isinstance(scripted, Delay):
                         delay, scripted = scripted.seconds, (scripted.status, scripted.body)
                     if scripted is DROP:
@@ -139,6 +151,8 @@ class FakeMatrixServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in extra_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 

@@ -27,7 +27,7 @@ from metrics.matrix import (
     matrix_config_validate,
 )
 from metrics.matrix_models import MatrixSession
-from tests.fake_matrix import DROP, LOGIN, SEND, Delay, FakeMatrixServer
+from tests.fake_matrix import DROP, LOGIN, SEND, Delay, FakeMatrixServer, WithHeaders
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -166,6 +166,34 @@ def test_it_honours_retry_after_ms_on_429(homeserver: FakeMatrixServer, executor
     assert (first.status, second.status) == (429, 200)
     assert second.at - first.at >= 0.7
     assert first.txn_id == second.txn_id  # the same transaction, so never a double post
+    assert list(homeserver.state.events) == [event_id]
+
+
+def test_it_honours_a_retry_after_header_on_429(homeserver: FakeMatrixServer, executor: ThreadPoolExecutor) -> None:
+    """No retry_after_ms, a `Retry-After: 1` header: the second try waits ≥ 1 s (backoff(1) is 0.1 s)."""
+    homeserver.script(SEND, WithHeaders(429, {"errcode": "M_LIMIT_EXCEEDED"}, {"Retry-After": "1"}))
+    client = make_client(homeserver, executor)
+
+    run(lambda: client.send_message(CONTENT))
+
+    first, second = homeserver.requests(SEND)
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 1.0
+
+
+def test_it_backs_off_when_the_retry_after_header_is_not_ascii_digits(
+    homeserver: FakeMatrixServer, executor: ThreadPoolExecutor
+) -> None:
+    """`Retry-After: ²` passed str.isdigit() and then float() raised; it is now ignored and the
+    client's own back-off applies (0.1 s here), and the alert still goes out."""
+    homeserver.script(SEND, WithHeaders(429, {"errcode": "M_LIMIT_EXCEEDED"}, {"Retry-After": "²"}))
+    client = make_client(homeserver, executor)
+
+    event_id = run(lambda: client.send_message(CONTENT))
+
+    first, second = homeserver.requests(SEND)
+    assert (first.status, second.status) == (429, 200)
+    assert 0.1 <= second.at - first.at < 1.0
     assert list(homeserver.state.events) == [event_id]
 
 
