@@ -87,6 +87,9 @@ def _regenerate(
         except BillingError as exc:
             messages.error(request, f"{month:%Y-%m}: {exc}")
             continue
+        except OSError as exc:  # the work dir: full, read-only, gone
+            messages.error(request, f"{month:%Y-%m}: the statement files could not be written: {exc}")
+            continue
         results.append(_result_for_page(result))
     if not results:
         return None
@@ -107,12 +110,18 @@ def _result_for_page(result: MonthRunResult) -> dict[str, Any]:
     return {"result": result, "rows": rows}
 
 
-@admin.action(description="Re-generate the selected months (a new revision where the inputs changed)")
+@admin.action(
+    description="Re-generate the selected months (a new revision where the inputs changed)",
+    permissions=["regenerate"],
+)
 def regenerate_months(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
     return _regenerate(modeladmin, request, queryset, force=False)
 
 
-@admin.action(description="Re-generate the selected months as a new revision, even if nothing changed")
+@admin.action(
+    description="Re-generate the selected months as a new revision, even if nothing changed",
+    permissions=["regenerate"],
+)
 def regenerate_months_forced(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
 ) -> HttpResponse | None:
@@ -142,6 +151,10 @@ class StatementAdmin(PdfLinkAdminMixin, ReadOnlyAdmin):
     ordering = ("-month", "member_key", "-revision")
     inlines = (StatementLineInline,)
     actions = (regenerate_months, regenerate_months_forced)
+
+    def has_regenerate_permission(self, request: HttpRequest) -> bool:
+        """The actions above issue revisions: only for users given `regenerate_statement`."""
+        return request.user.has_perm("billing.regenerate_statement")
 
 
 @admin.register(StatementLine)

@@ -81,6 +81,9 @@ class Statement(models.Model):
             models.UniqueConstraint(fields=["number", "revision"], name="uniq_statement_number_revision"),
         ]
         indexes = [models.Index(fields=["month", "status"], name="billing_statement_month_idx")]
+        # Statements are never edited by hand; re-generating a month (admin action) issues new
+        # revisions, so it is a permission of its own rather than "change".
+        permissions = [("regenerate_statement", "Can re-generate a month's statements")]
 
     def __str__(self) -> str:
         return f"{self.number} r{self.revision} {self.member_key} {self.month:%Y-%m} ({self.status})"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -43,6 +44,9 @@ class PdfLinkAdminMixin:
 
     def pdf_view(self, request: HttpRequest, object_id: str) -> FileResponse:
         record = self.model.objects.filter(pk=object_id).first()
+        # admin_view only checks that the user is staff; the PDF is the record's content.
+        if not self.has_view_permission(request, record):  # type: ignore[attr-defined]
+            raise PermissionDenied
         found = pdf_file(record) if record is not None else None
         if found is None:
             raise Http404("no PDF for this record")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import time_machine
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from billing.models import Statement
 from billing.services import statement_generate_month
 from tests.billing.conftest import SnapshotFactory, outage_create
+from tests.billing.pdf_support import pdf_settings  # noqa: F401  (a fixture)
 from tests.billing.worked_example import example_files, utc
 
 pytestmark = pytest.mark.django_db
@@ -66,3 +70,58 @@ def test_it_reports_a_refused_regeneration(
         ids = [str(pk) for pk in Statement.objects.values_list("pk", flat=True)]
         response = staff_client.post(CHANGELIST, {"action": "regenerate_months", "_selected_action": ids}, follow=True)
     assert "2025-03 has not ended" in response.content.decode()
+
+
+def _staff_with(client: Client, *codenames: str) -> Client:
+    user = get_user_model().objects.create_user("viewer", "viewer@example.org", "pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="billing", codename__in=codenames))
+    client.force_login(user)
+    return client
+
+
+def test_it_lets_only_users_with_the_regenerate_permission_issue_revisions(client: Client, march_issued: None) -> None:
+    """A staff user who may only view statements neither sees nor can post the re-generate
+    actions (a forced run used to issue a new revision for every member); given
+    `regenerate_statement`, the same user can."""
+    viewer = _staff_with(client, "view_statement")
+    ids = [str(pk) for pk in Statement.objects.values_list("pk", flat=True)]
+
+    form = viewer.get(CHANGELIST).context["action_form"]  # None: no action is offered at all
+    actions = form.fields["action"].choices if form is not None else []
+    assert [name for name, _ in actions if name.startswith("regenerate")] == []
+    with time_machine.travel(utc(2025, 4, 5), tick=False):
+        viewer.post(CHANGELIST, {"action": "regenerate_months_forced", "_selected_action": ids})
+    assert sorted(Statement.objects.values_list("member_key", "revision")) == [("Alpha", 1), ("beta", 1)]
+
+    user = get_user_model().objects.get(username="viewer")
+    user.user_permissions.add(Permission.objects.get(codename="regenerate_statement"))
+    user = get_user_model().objects.get(pk=user.pk)  # a fresh object: permissions are cached
+    viewer.force_login(user)
+    with time_machine.travel(utc(2025, 4, 5), tick=False):
+        response = viewer.post(CHANGELIST, {"action": "regenerate_months_forced", "_selected_action": ids})
+    assert response.status_code == 200
+    assert sorted(Statement.objects.filter(status="issued").values_list("member_key", "revision")) == [
+        ("Alpha", 2),
+        ("beta", 2),
+    ]
+
+
+def test_it_serves_a_statement_pdf_only_to_users_who_may_view_statements(
+    client: Client,
+    pdf_settings: Path,  # noqa: F811  (the real renderer, so that the PDF exists)
+    snapshot_applied: SnapshotFactory,
+) -> None:
+    snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
+    statement_generate_month(month="2025-03", now=utc(2025, 4, 1, 0, 5))
+    statement = Statement.objects.get(member_key="Alpha")
+    url = f"{CHANGELIST}{statement.pk}/pdf/"
+
+    assert _staff_with(client).get(url).status_code == 403  # staff, no permission
+
+    get_user_model().objects.get(username="viewer").user_permissions.add(
+        Permission.objects.get(content_type__app_label="billing", codename="view_statement")
+    )
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert b"".join(response.streaming_content).startswith(b"%PDF")

@@ -79,3 +79,14 @@ def test_it_catches_up_the_previous_month_when_a_worker_starts(config_in_force: 
         assert BillingRun.objects.get(month="2025-04-01").generated_at == utc(2025, 5, 3, 9)
         assert statements_catch_up_task() == {"outcome": "nothing_to_do"}
     assert Statement.objects.count() == 2
+
+
+@pytest.mark.parametrize("task", [statements_previous_month_task, cost_summary_daily_task, statements_catch_up_task])
+def test_it_retries_a_task_the_database_or_the_disk_failed(task: object) -> None:
+    """A database blip at 00:05 on the 1st used to cost the month's statements until the
+    next worker start. Retried 15 times, 60 s doubling to 600 s: 60+120+240+480+11×600 s,
+    about 2 h 5 min (the tasks are idempotent, so a retry never issues twice)."""
+    from django.db import DatabaseError
+
+    assert task.autoretry_for == (DatabaseError, OSError)  # type: ignore[attr-defined]
+    assert (task.max_retries, task.retry_backoff, task.retry_backoff_max) == (15, 60, 600)  # type: ignore[attr-defined]

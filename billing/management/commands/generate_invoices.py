@@ -37,6 +37,8 @@ class Command(BaseCommand):
             )
         except BillingError as exc:
             raise CommandError(str(exc)) from None
+        except OSError as exc:  # the work dir: full, read-only, gone
+            raise CommandError(f"the statement files could not be written: {exc}") from None
         self._summary(result)
 
     def _progress(self, done: int, total: int, label: str) -> None:
