@@ -479,7 +479,21 @@ def _sha256_of(path: Path) -> str:
 
 
 def _files_missing(record: Statement | MonthlyOverview) -> bool:
-    return not record.json_path or not Path(record.json_path).exists()
+    """True when a current record's files are not all on disk as it issued them: lost in a
+    crash after the commit, deleted or altered by hand. The run then writes them again from
+    the record, so an unchanged re-run repairs the folder without a new revision."""
+    if not record.json_path or not Path(record.json_path).exists():
+        return True
+    if record.csv_path and not Path(record.csv_path).exists():
+        return True
+    if record.pdf_path:
+        pdf = Path(record.pdf_path)
+        if not pdf.exists():
+            return True
+        if record.pdf_sha256 and _sha256_of(pdf) != record.pdf_sha256:
+            logger.warning("event=pdf_altered path=%s note=written_again_from_the_record", pdf)
+            return True
+    return False
 
 
 def _statement_files_write(statement: Statement, stem: str, failures: list[str]) -> list[str]:

@@ -239,6 +239,38 @@ def test_it_marks_a_superseded_revision_on_every_page_and_keeps_it(
     assert current.pdf_sha256 == hashlib.sha256(Path(current.pdf_path).read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("damage", ["deleted", "altered"])
+def test_it_writes_again_a_current_pdf_deleted_or_altered_on_disk(
+    damage: str,
+    snapshot_applied: SnapshotFactory,  # noqa: F811
+    pdf_settings: Path,  # noqa: F811
+) -> None:
+    """An unchanged re-run used to leave a deleted PDF missing (the API then answered 404 and
+    only --force, a new revision, brought it back). Now the run sees the file is gone, or no
+    longer the bytes it issued, and renders it again from the record: same number, same
+    revision, the same text, its new sha256 stored."""
+    snapshot_applied(example_files(), applied_at=utc(2025, 2, 1))
+    statement_generate_month(month="2025-03", now=APRIL_1)
+    first = issued("Alpha")
+    issued_text = pdf_text(first.pdf_path)
+    pdf = Path(first.pdf_path)
+    if damage == "deleted":
+        pdf.unlink()
+    else:
+        pdf.write_bytes(pdf.read_bytes()[:-100])
+
+    result = statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(days=1))
+
+    again = issued("Alpha")
+    assert [o.action for o in result.statements] == ["unchanged", "unchanged"]
+    assert (again.pk, again.number, again.revision, again.pdf_path) == (first.pk, first.number, 1, first.pdf_path)
+    assert str(pdf) in result.files_written
+    assert pdf_text(again.pdf_path) == issued_text
+    assert again.pdf_sha256 == hashlib.sha256(pdf.read_bytes()).hexdigest()
+    # The next unchanged run finds everything in place and writes nothing.
+    assert statement_generate_month(month="2025-03", now=APRIL_1 + timedelta(days=2)).files_written == ()
+
+
 @pytest.mark.parametrize("crash_in", ["_superseded_settle", "_move_to_superseded"])
 def test_it_keeps_the_old_revision_files_when_a_run_dies_after_its_commit(
     crash_in: str,
