@@ -454,9 +454,6 @@ class AlertSender:
             # No ONLINE for a row that is not closed (§11.2).
             logger.warning("event=matrix_alert_skipped reason=not_closed member_event=%s", job.event_id)
             return None
-        if job.kind == ONLINE and row.matrix_online_event_id:
-            logger.info("event=matrix_alert_skipped reason=already_announced kind=online member_event=%s", job.event_id)
-            return None
         return AlertJob(job.kind, job.event_id, OutageFacts.from_event(row), row.matrix_event_id)
 
     async def _handle_offline(self, job: AlertJob) -> None:
