@@ -13,6 +13,7 @@ import pytest
 from members.config_files import MEMBERS, PRICING, SERVICES
 from members.models import ConfigSnapshot
 from metrics.models import MemberEvent
+from tests.billing.worked_example import utc
 
 SnapshotFactory = Callable[..., ConfigSnapshot]
 
@@ -72,3 +73,18 @@ def outage_create(**fields: Any) -> MemberEvent:
     if defaults.get("end_time") is not None and "status" not in fields:
         defaults["status"] = 1
     return MemberEvent.objects.create(**defaults)
+
+
+def odd_credit_outages_create() -> None:
+    """Three outages of March 2025 on the real config that give odd credits: a 61-min site
+    outage on Stake Plus, a 7-min endpoint outage on Amforc/Kusama, and a 73-min domain outage
+    on Dwellir (rpc.ibp.network, shared by several services)."""
+    outage_create(member_name="Stake Plus", start_time=utc(2025, 3, 3, 10), end_time=utc(2025, 3, 3, 11, 1))
+    outage_create(
+        member_name="Amforc", check_type="3", endpoint="wss://rpc.dotters.network/kusama",
+        domain_name="rpc.dotters.network", start_time=utc(2025, 3, 9), end_time=utc(2025, 3, 9, 0, 7),
+    )  # fmt: skip
+    outage_create(
+        member_name="Dwellir", check_type="2", domain_name="rpc.ibp.network",
+        start_time=utc(2025, 3, 20, 1), end_time=utc(2025, 3, 20, 2, 13),
+    )  # fmt: skip

@@ -15,7 +15,13 @@ from billing.money import money_sum
 from billing.services import cost_summary_generate, statement_generate_month
 from metrics.models import RequestStat
 from metrics.rollups import usage_rollups_refresh
-from tests.billing.conftest import SnapshotFactory, outage_create, real_files, snapshot_applied  # noqa: F401
+from tests.billing.conftest import (  # noqa: F401
+    SnapshotFactory,
+    odd_credit_outages_create,
+    outage_create,
+    real_files,
+    snapshot_applied,
+)
 from tests.billing.pdf_support import pdf_pages, pdf_settings, pdf_text, utc  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -34,15 +40,7 @@ def real_month_with_outages(snapshot_applied: SnapshotFactory, pdf_settings: Pat
     a 61-min site outage on Stake Plus, a 7-min endpoint outage on Amforc/Kusama, a 73-min
     domain outage on Dwellir (rpc.ibp.network, shared by several services)."""
     snapshot_applied(real_files(ibp_config_dir), applied_at=utc(2025, 1, 1))
-    outage_create(member_name="Stake Plus", start_time=utc(2025, 3, 3, 10), end_time=utc(2025, 3, 3, 11, 1))
-    outage_create(
-        member_name="Amforc", check_type="3", endpoint="wss://rpc.dotters.network/kusama",
-        domain_name="rpc.dotters.network", start_time=utc(2025, 3, 9), end_time=utc(2025, 3, 9, 0, 7),
-    )  # fmt: skip
-    outage_create(
-        member_name="Dwellir", check_type="2", domain_name="rpc.ibp.network",
-        start_time=utc(2025, 3, 20, 1), end_time=utc(2025, 3, 20, 2, 13),
-    )  # fmt: skip
+    odd_credit_outages_create()
     statement_generate_month(month="2025-03", now=APRIL_1)
     return pdf_settings
 

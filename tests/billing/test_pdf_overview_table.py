@@ -23,7 +23,14 @@ from billing.services import statement_generate_month
 from members.config_files import MEMBER_KEY_MAX_CHARS, MEMBERS
 from metrics.models import RequestStat
 from metrics.rollups import usage_rollups_refresh
-from tests.billing.conftest import SnapshotFactory, outage_create, real_files, snapshot_applied, work_dir  # noqa: F401
+from tests.billing.conftest import (  # noqa: F401
+    SnapshotFactory,
+    odd_credit_outages_create,
+    outage_create,
+    real_files,
+    snapshot_applied,
+    work_dir,
+)
 from tests.billing.pdf_support import pdf_settings, utc  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -103,15 +110,7 @@ def test_it_prints_each_member_billings_column_whole_at_the_page_width(
     and Downtime empty, which is what squeezed those columns. Shares are of 15,848,929, floored.
     Every header is one word on one line, and every figure sits whole in its own column."""
     snapshot_applied(real_files(ibp_config_dir), applied_at=utc(2025, 1, 1))
-    outage_create(member_name="Stake Plus", start_time=utc(2025, 3, 3, 10), end_time=utc(2025, 3, 3, 11, 1))
-    outage_create(
-        member_name="Amforc", check_type="3", endpoint="wss://rpc.dotters.network/kusama",
-        domain_name="rpc.dotters.network", start_time=utc(2025, 3, 9), end_time=utc(2025, 3, 9, 0, 7),
-    )  # fmt: skip
-    outage_create(
-        member_name="Dwellir", check_type="2", domain_name="rpc.ibp.network",
-        start_time=utc(2025, 3, 20, 1), end_time=utc(2025, 3, 20, 2, 13),
-    )  # fmt: skip
+    odd_credit_outages_create()
     outage_create(member_name="Turboflakes", start_time=utc(2025, 3, 25), end_time=utc(2025, 3, 25, 14, 11))
     _requests_record(REAL_REQUESTS)
     statement_generate_month(month="2025-03", now=APRIL_1)

@@ -28,7 +28,7 @@ from billing.services import (
 )
 from billing.tasks import cost_summary_daily_task
 from members.config_files import PRICING
-from tests.billing.conftest import SnapshotFactory, outage_create, real_files
+from tests.billing.conftest import SnapshotFactory, odd_credit_outages_create, outage_create, real_files
 from tests.billing.worked_example import PRICING_JSON, example_files, utc
 
 pytestmark = pytest.mark.django_db
@@ -86,15 +86,7 @@ def test_it_makes_every_stored_total_the_sum_of_its_lines(
     outage on Amforc/Kusama and a domain outage on Dwellir), every statement total equals the sum
     of its stored lines, and the overview's totals equal the sum of the statements."""
     snapshot_applied(real_files(ibp_config_dir), applied_at=utc(2025, 1, 1))
-    outage_create(member_name="Stake Plus", start_time=utc(2025, 3, 3, 10), end_time=utc(2025, 3, 3, 11, 1))
-    outage_create(
-        member_name="Amforc", check_type="3", endpoint="wss://rpc.dotters.network/kusama",
-        domain_name="rpc.dotters.network", start_time=utc(2025, 3, 9), end_time=utc(2025, 3, 9, 0, 7),
-    )  # fmt: skip
-    outage_create(
-        member_name="Dwellir", check_type="2", domain_name="rpc.ibp.network",
-        start_time=utc(2025, 3, 20, 1), end_time=utc(2025, 3, 20, 2, 13),
-    )  # fmt: skip
+    odd_credit_outages_create()
     statement_generate_month(month="2025-03", now=APRIL_1)
 
     statements = issued()
